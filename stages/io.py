@@ -1,0 +1,67 @@
+"""Atomic file output: a stage killed at any moment leaves the previous file or
+none, never a truncated one that DVC or the next stage would take as valid."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+# mkstemp creates files 0600; give outputs the usual permissions instead.
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+@contextlib.contextmanager
+def atomic_path(dest: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``dest``; on success rename it over ``dest``.
+
+    The temporary name keeps ``dest``'s suffix (Keras insists on ``.keras``) and
+    lives in the same folder, so the final ``os.replace`` is atomic.
+    """
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.stem}.", suffix=f".tmp{dest.suffix}")
+    os.close(fd)
+    tmp = Path(tmp)
+    os.chmod(tmp, 0o666 & ~_UMASK)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as fh:  # data on disk before the name points at it
+            os.fsync(fh.fileno())
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def atomic_dir(dest: str | Path) -> Iterator[Path]:
+    """Yield a fresh temporary folder beside ``dest``; on success it replaces ``dest``."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp"))
+    os.chmod(tmp, 0o777 & ~_UMASK)
+    try:
+        yield tmp
+        old = dest.with_name(f".{dest.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        if dest.exists():
+            os.replace(dest, old)
+        os.replace(tmp, dest)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_text(dest: str | Path, text: str) -> None:
+    with atomic_path(dest) as tmp:
+        tmp.write_text(text)
+
+
+def write_json(dest: str | Path, data: Any) -> None:
+    write_text(dest, json.dumps(data, indent=2, sort_keys=False) + "\n")
