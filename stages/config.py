@@ -13,7 +13,7 @@ import difflib
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -89,7 +89,7 @@ def _layer_tag(value: Any) -> str | None:
 
 
 Layer = Annotated[
-    Union[tuple(Annotated[cls, Tag(name)] for name, cls in LAYER_TYPES.items())],
+    tuple(Annotated[cls, Tag(name)] for name, cls in LAYER_TYPES.items()),
     Discriminator(
         _layer_tag,
         custom_error_type="layer_type",
@@ -116,10 +116,7 @@ def _lr_tag(value: Any) -> str:
 
 
 LearningRate = Annotated[
-    Union[
-        Annotated[PositiveFloat, Tag("constant")],
-        Annotated[ExponentialDecay, Tag("schedule")],
-    ],
+    Annotated[PositiveFloat, Tag("constant")] | Annotated[ExponentialDecay, Tag("schedule")],
     Discriminator(_lr_tag),
 ]
 

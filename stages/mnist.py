@@ -57,7 +57,8 @@ def read_raw(path: str | Path, source: str | None = None) -> dict[str, np.ndarra
     except (zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
         if isinstance(exc, DataError):
             raise
-        raise DataError(f"{where}: not a readable .npz file (truncated or not a zip?): {exc}") from None
+        raise DataError(f"{where}: not a readable .npz file "
+                        f"(truncated or not a zip?): {exc}") from None
     for name, (shape, dtype) in RAW_LAYOUT.items():
         a = arrays[name]
         if a.shape != shape or a.dtype != dtype:
@@ -76,7 +77,8 @@ def verify_raw(arrays: dict[str, np.ndarray], source: str) -> None:
         got = hashlib.sha256(np.ascontiguousarray(arrays[name]).tobytes()).hexdigest()
         if got != expected:
             raise DataError(f"{source}: content of {name} fails the sha256 check "
-                            f"(got {got[:12]}..., expected {expected[:12]}...): not the MNIST data set")
+                            f"(got {got[:12]}..., expected {expected[:12]}...): "
+                            "not the MNIST data set")
 
 
 def prepare(images: np.ndarray, labels: np.ndarray, size: int | None = None):

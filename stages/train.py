@@ -22,14 +22,11 @@ from dvclive.keras import DVCLiveCallback
 from stages.cli import run
 from stages.config import Params, load_params
 from stages.io import atomic_dir, write_json
+from stages.layout import CONFIG, LIVE, MODEL, seed_dir
 from stages.mnist import load_split
 from stages.models import compile_model
 
 log = logging.getLogger(__name__)
-
-
-def seed_dir(out: str | Path, seed: int) -> Path:
-    return Path(out) / f"seed_{seed}"
 
 
 def set_determinism(seed: int) -> None:
@@ -56,10 +53,10 @@ def train_one(name: str, params: Params, seed: int, x, y, out: Path):
     task = params.task(name)
     set_determinism(seed)
     model = compile_model(name, task)
-    live = Live(dir=str(out / "live"), dvcyaml=None, save_dvc_exp=False, report=None)
+    live = Live(dir=str(out / LIVE), dvcyaml=None, save_dvc_exp=False, report=None)
     model.fit(x, y, batch_size=params.batch_size(name), epochs=task.epochs, verbose=2,
               callbacks=[EpochTimer(), DVCLiveCallback(live=live)])
-    model.save(out / "model.keras")
+    model.save(out / MODEL)
     return model
 
 
@@ -84,7 +81,7 @@ def train(name: str, params: Params, data: Path, out: Path) -> None:
         for seed in params.seed_list:
             log.info("training %s, seed %d, on %d images", name, seed, len(x))
             model = train_one(name, params, seed, x, y, seed_dir(staging, seed))
-        write_json(staging / "config.json", effective_config(name, params, model, len(x)))
+        write_json(staging / CONFIG, effective_config(name, params, model, len(x)))
 
 
 def main(argv: list[str] | None = None) -> None:
