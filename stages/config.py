@@ -78,8 +78,8 @@ class Dense(_Strict):
     activation: Activation
 
 
-LAYER_TYPES = {cls.model_fields["type"].annotation.__args__[0]: cls
-               for cls in (Conv2D, MaxPooling2D, Flatten, Dense)}
+LAYER_TYPES = {"conv2d": Conv2D, "max_pooling2d": MaxPooling2D, "flatten": Flatten,
+               "dense": Dense}
 
 
 def _layer_tag(value: Any) -> str | None:
@@ -89,7 +89,10 @@ def _layer_tag(value: Any) -> str | None:
 
 
 Layer = Annotated[
-    tuple(Annotated[cls, Tag(name)] for name, cls in LAYER_TYPES.items()),
+    Annotated[Conv2D, Tag("conv2d")]
+    | Annotated[MaxPooling2D, Tag("max_pooling2d")]
+    | Annotated[Flatten, Tag("flatten")]
+    | Annotated[Dense, Tag("dense")],
     Discriminator(
         _layer_tag,
         custom_error_type="layer_type",
