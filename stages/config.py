@@ -82,17 +82,20 @@ LAYER_TYPES = {"conv2d": Conv2D, "max_pooling2d": MaxPooling2D, "flatten": Flatt
                "dense": Dense}
 
 
+# Union tags contain ":" (never part of a key) so error paths can drop them.
 def _layer_tag(value: Any) -> str | None:
     if isinstance(value, dict):
-        return value.get("type") if value.get("type") in LAYER_TYPES else None
-    return getattr(value, "type", None)
+        kind = value.get("type")
+    else:
+        kind = getattr(value, "type", None)
+    return f"layer:{kind}" if kind in LAYER_TYPES else None
 
 
 Layer = Annotated[
-    Annotated[Conv2D, Tag("conv2d")]
-    | Annotated[MaxPooling2D, Tag("max_pooling2d")]
-    | Annotated[Flatten, Tag("flatten")]
-    | Annotated[Dense, Tag("dense")],
+    Annotated[Conv2D, Tag("layer:conv2d")]
+    | Annotated[MaxPooling2D, Tag("layer:max_pooling2d")]
+    | Annotated[Flatten, Tag("layer:flatten")]
+    | Annotated[Dense, Tag("layer:dense")],
     Discriminator(
         _layer_tag,
         custom_error_type="layer_type",
@@ -115,11 +118,11 @@ class ExponentialDecay(_Strict):
 
 
 def _lr_tag(value: Any) -> str:
-    return "schedule" if isinstance(value, (dict, ExponentialDecay)) else "constant"
+    return "lr:schedule" if isinstance(value, (dict, ExponentialDecay)) else "lr:constant"
 
 
 LearningRate = Annotated[
-    Annotated[PositiveFloat, Tag("constant")] | Annotated[ExponentialDecay, Tag("schedule")],
+    Annotated[PositiveFloat, Tag("lr:constant")] | Annotated[ExponentialDecay, Tag("lr:schedule")],
     Discriminator(_lr_tag),
 ]
 
@@ -196,7 +199,6 @@ class Params(_Strict):
 
 # --- error formatting -------------------------------------------------------
 
-_TAGS = set(LAYER_TYPES) | {"constant", "schedule", "[key]"}
 _FIELDS = sorted({f for m in (Conv2D, MaxPooling2D, Flatten, Dense, ExponentialDecay,
                               Optimizer, Task, Data, TrainDefaults, Params)
                   for f in m.model_fields})
@@ -209,11 +211,12 @@ _PHRASES = [
     ("input should be", "must be"),
     (" after validation, not 0", ""),
     ("list should have", "must have"),
+    ("dictionary should have", "must have"),
 ]
 
 
 def _format_error(err: dict, prefix: tuple = ()) -> str:
-    loc = [str(p) for p in (*prefix, *err["loc"]) if str(p) not in _TAGS]
+    loc = [str(p) for p in (*prefix, *err["loc"]) if ":" not in str(p) and p != "[key]"]
     key = ".".join(loc) or "<top level>"
     kind = err["type"]
     if kind == "extra_forbidden":
@@ -263,7 +266,10 @@ def load_params(path: str | Path = PARAMS_FILE) -> Params:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ParamsError(str(path), [f"not valid YAML: {exc}"]) from None
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ParamsError(str(path), [f"not valid YAML{where}: {problem}"]) from None
     if not isinstance(data, dict):
         raise ParamsError(str(path), ["expected a mapping of sections at the top level"])
     return validate(data, str(path))

@@ -9,6 +9,7 @@ array is checked against MNIST's sha256 before the output appears, atomically.
 from __future__ import annotations
 
 import argparse
+import http.client
 import logging
 import os
 import shutil
@@ -62,7 +63,7 @@ def fetch(source: str, dest: Path) -> None:
             if expected is not None and out.tell() != int(expected):
                 raise DataError(f"{source}: download truncated "
                                 f"({out.tell()} of {expected} bytes)")
-    except (urllib.error.URLError, OSError) as exc:
+    except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         raise DataError(f"{source}: cannot download ({reason}). {HOW_TO_FIX}") from None
 

@@ -1,0 +1,137 @@
+"""params.yaml validation: every problem reported at once, each with its key."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import yaml
+
+from stages.config import ParamsError, load_params, main, validate
+from tests.conftest import ROOT
+
+GOOD = yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+def broken(edit) -> dict:
+    data = copy.deepcopy(GOOD)
+    edit(data)
+    return data
+
+
+def _set(path: str, value):
+    def edit(data):
+        *parents, last = path.split(".")
+        node = data
+        for key in parents:
+            node = node[int(key)] if isinstance(node, list) else node[key]
+        if value is DELETE:
+            del node[last]
+        else:
+            node[int(last) if isinstance(node, list) else last] = value
+    return edit
+
+
+DELETE = object()
+LR = "tasks.task3.optimizer.learning_rate"
+
+CASES = {
+    "typo in a key": (_set("tasks.task1.optimizer.learnig_rate", 0.1),
+                      "tasks.task1.optimizer.learnig_rate: unknown key (did you mean 'learning_rate'?)"),
+    "unknown top-level key": (_set("sed", 1), "sed: unknown key"),
+    "wrong type": (_set("train.batch_size", "big"), "train.batch_size: must be a valid integer"),
+    "epochs zero": (_set("tasks.task2.epochs", 0), "tasks.task2.epochs: must be > 0, got 0"),
+    "batch size negative": (_set("train.batch_size", -1), "train.batch_size: must be > 0, got -1"),
+    "task batch size zero": (_set("tasks.task1.batch_size", 0),
+                             "tasks.task1.batch_size: must be > 0, got 0"),
+    "learning rate negative": (_set("tasks.task1.optimizer.learning_rate", -0.5),
+                               "tasks.task1.optimizer.learning_rate: must be > 0, got -0.5"),
+    "schedule rate negative": (_set(f"{LR}.initial_learning_rate", -0.5),
+                               f"{LR}.initial_learning_rate: must be > 0, got -0.5"),
+    "schedule missing fields": (_set(LR, {"schedule": "exponential_decay",
+                                          "initial_learning_rate": 0.5}),
+                                f"{LR}.decay_steps: required key is missing"),
+    "unknown schedule": (_set(LR, {"schedule": "cosine", "initial_learning_rate": 0.5,
+                                   "decay_steps": 10, "decay_rate": 0.9}),
+                         f"{LR}.schedule: must be 'exponential_decay', got 'cosine'"),
+    "unknown layer type": (_set("tasks.task1.layers.0.type", "conv3d"),
+                           "tasks.task1.layers.0.type: unknown layer type; expected one of "
+                           "['conv2d', 'dense', 'flatten', 'max_pooling2d'], got 'conv3d'"),
+    "unknown activation": (_set("tasks.task1.layers.0.activation", "sigmiod"),
+                           "tasks.task1.layers.0.activation: must be 'sigmoid', 'relu', "
+                           "'tanh', 'softmax' or 'linear', got 'sigmiod'"),
+    "unknown optimizer": (_set("tasks.task4_adam.optimizer.name", "adamw"),
+                          "tasks.task4_adam.optimizer.name: must be 'sgd', 'adam' or "
+                          "'rmsprop', got 'adamw'"),
+    "no layers": (_set("tasks.task1.layers", []), "tasks.task1.layers: must have at least 1 item"),
+    "last layer not 10 classes": (_set("tasks.task1.layers.2.units", 5),
+                                  "tasks.task1.layers.2: the last layer must be {type: dense, "
+                                  "units: 10, activation: softmax}"),
+    "last layer not softmax": (_set("tasks.task1.layers.2.activation", "relu"),
+                               "tasks.task1.layers.2: the last layer must be"),
+    "dense before flatten": (_set("tasks.task1.layers", [
+                                 {"type": "dense", "units": 10, "activation": "softmax"}]),
+                             "tasks.task1.layers.0: dense needs a flatten layer before it"),
+    "conv after flatten": (_set("tasks.task1.layers", [
+                               {"type": "flatten"},
+                               {"type": "conv2d", "filters": 8, "kernel_size": 3,
+                                "activation": "relu"},
+                               {"type": "dense", "units": 10, "activation": "softmax"}]),
+                           "tasks.task1.layers.1: conv2d cannot follow a flatten layer"),
+    "missing tasks": (_set("tasks", DELETE), "tasks: required key is missing"),
+    "empty tasks": (_set("tasks", {}), "tasks: must have at least 1 item"),
+    "bad task name": (_set("tasks", {"task 1": GOOD["tasks"]["task1"]}), "tasks.task 1"),
+    "train_size too large": (_set("data.train_size", 60001),
+                             "data.train_size: must be <= 60000, got 60001"),
+    "test_size too large": (_set("data.test_size", 10001),
+                            "data.test_size: must be <= 10000, got 10001"),
+    "seeds zero": (_set("seeds", 0), "seeds: must be > 0, got 0"),
+    "missing url": (_set("data.url", DELETE), "data.url: required key is missing"),
+}
+
+
+def test_the_project_params_are_valid():
+    params = load_params(ROOT / "params.yaml")
+    assert list(params.tasks) == ["task1", "task2", "task2_15_epochs", "task2_one_conv",
+                                  "task2_three_conv", "task3", "task4_sgd", "task4_adam",
+                                  "task2_maxpool"]
+    assert params.batch_size("task1") == 128
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_bad_params_name_the_key(case):
+    edit, expected = CASES[case]
+    with pytest.raises(ParamsError) as info:
+        validate(broken(edit))
+    assert any(p.startswith(expected) for p in info.value.problems), info.value.problems
+
+
+def test_every_problem_is_reported_at_once():
+    data = broken(_set("tasks.task1.epochs", 0))
+    for case in ("learning rate negative", "unknown activation", "typo in a key"):
+        CASES[case][0](data)
+    CASES["wrong type"][0](data)
+    with pytest.raises(ParamsError) as info:
+        validate(data)
+    assert len(info.value.problems) == 5, info.value.problems
+    assert "5 problem(s)" in str(info.value)
+
+
+def test_yaml_that_does_not_parse(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("seed: 1\ntasks: [unclosed\n")
+    with pytest.raises(ParamsError, match=r"params.yaml: 1 problem.*\n.*not valid YAML at line 3"):
+        load_params(path)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ParamsError, match="cannot read the file"):
+        load_params(tmp_path / "nope.yaml")
+
+
+def test_check_params_command(tmp_path, capsys):
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(broken(_set("tasks.task2.epochs", -3))))
+    assert main([str(path)]) == 1
+    assert "tasks.task2.epochs: must be > 0, got -3" in capsys.readouterr().err
+    assert main([str(ROOT / "params.yaml")]) == 0
