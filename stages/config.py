@@ -84,10 +84,7 @@ LAYER_TYPES = {"conv2d": Conv2D, "max_pooling2d": MaxPooling2D, "flatten": Flatt
 
 # Union tags contain ":" (never part of a key) so error paths can drop them.
 def _layer_tag(value: Any) -> str | None:
-    if isinstance(value, dict):
-        kind = value.get("type")
-    else:
-        kind = getattr(value, "type", None)
+    kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
     return f"layer:{kind}" if kind in LAYER_TYPES else None
 
 
