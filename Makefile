@@ -8,7 +8,12 @@ STAMP  := $(VENV)/.installed
 export PATH := $(BIN):$(PATH)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: install run test check-params lint clean
+PREFECT_PORT ?= 4200
+UI_URL := http://127.0.0.1:$(PREFECT_PORT)
+# No telemetry: it fails without a network and slows the server's start.
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+
+.PHONY: install run flow test check-params lint ui ui-stop clean
 
 install: $(STAMP)
 
@@ -21,6 +26,9 @@ $(STAMP): pyproject.toml
 run: install  ## the whole pipeline; reruns only what changed
 	dvc repro
 
+flow: install  ## the same pipeline as one Prefect flow run (see README)
+	python -m flows.pipeline
+
 test: install
 	python -m pytest
 
@@ -29,6 +37,17 @@ check-params: install  ## validate params.yaml, listing every problem
 
 lint: install
 	ruff check stages flows tests
+
+ui: install  ## a local Prefect server (SQLite) with its UI, in the background
+	prefect server start --host 127.0.0.1 --port $(PREFECT_PORT) --background > /dev/null
+	@for i in $$(seq 60); do \
+	  PREFECT_API_URL=$(UI_URL)/api prefect server status > /dev/null 2>&1 && break; sleep 1; done
+	@echo "Prefect UI: $(UI_URL)"
+	@echo "Send flow runs to it: export PREFECT_API_URL=$(UI_URL)/api"
+	@echo "Stop it: make ui-stop"
+
+ui-stop: install
+	prefect server stop
 
 clean:  ## pipeline outputs only (DVC's cache in .dvc/cache stays)
 	rm -rf data/raw data/prepared data/models data/eval data/report

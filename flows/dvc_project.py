@@ -1,0 +1,167 @@
+"""The DVC project a flow run works on: its stages, their state, running one.
+
+DVC stays the single source of truth. A flow run holds DVC's own repository
+lock for its whole duration (a concurrent ``dvc repro`` fails at once with
+DVC's message, and vice versa), runs each stage's ``cmd`` exactly as written
+in dvc.yaml, and records the result in dvc.lock and DVC's cache the way
+``dvc repro`` does (``dvc commit``). So after a flow run ``dvc status`` is
+clean, and after ``dvc repro`` the flow finds nothing to do.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import ClassVar
+
+import networkx as nx
+from dvc.lock import LockError
+from dvc.repo import Repo, lock_repo
+from dvc.stage.serialize import to_pipeline_file
+
+log = logging.getLogger(__name__)
+
+
+class ProjectBusy(RuntimeError):
+    """Another DVC process (``dvc repro``, a flow run) holds the project."""
+
+
+class StageFailed(RuntimeError):
+    pass
+
+
+class DvcProject:
+    """A DVC repository, locked while open; safe to use from several threads."""
+
+    _open: ClassVar[dict[str, DvcProject]] = {}  # by root, for tasks and cache policies
+
+    def __init__(self, root: str | Path):
+        self.root = str(Path(root).resolve())
+        self._mutex = threading.RLock()  # the Repo object is not thread-safe
+        self._children: set[subprocess.Popen] = set()
+        self.repo: Repo | None = None
+
+    # --- lifetime -----------------------------------------------------------
+
+    def __enter__(self) -> DvcProject:
+        # DVC resolves stage addresses and its run cache against the current
+        # directory, as its CLI does: work from the project root.
+        self._cwd = os.getcwd()
+        os.chdir(self.root)
+        self.repo = Repo(self.root)
+        self._lock = lock_repo(self.repo)
+        try:
+            self._lock.__enter__()
+        except LockError:
+            self.repo.close()
+            os.chdir(self._cwd)
+            raise ProjectBusy(
+                f"{self.root}: another DVC process (a `dvc repro`, `dvc exp run` or "
+                "another flow run) is working on this project; wait for it to finish "
+                "and run again") from None
+        self._stages = {s.name: s for s in self.repo.index.stages}
+        graph = self.repo.index.graph  # edges: stage -> the stages it depends on
+        self._graph = {s.name: sorted(d.name for d in graph.successors(s))
+                       for s in reversed(list(nx.topological_sort(graph)))}
+        DvcProject._open[self.root] = self
+        return self
+
+    def __exit__(self, *exc) -> None:
+        DvcProject._open.pop(self.root, None)
+        for proc in list(self._children):  # a crashed flow leaves no stage running
+            _terminate(proc)
+        self._lock.__exit__(*exc)
+        self.repo.close()
+        os.chdir(self._cwd)
+
+    @classmethod
+    def get(cls, root: str) -> DvcProject:
+        try:
+            return cls._open[root]
+        except KeyError:
+            raise RuntimeError(f"{root}: no open DvcProject in this process") from None
+
+    # --- the pipeline as DVC sees it ---------------------------------------
+    # Stages are loaded once per open (parsing dvc.lock is the slow part) and
+    # kept current: a stage this object runs is committed through the same
+    # Stage object, and nothing else may write dvc.lock while the lock is held.
+
+    @property
+    def graph(self) -> dict[str, list[str]]:
+        """Every stage with the stages it depends on, dependencies first."""
+        return self._graph
+
+    def is_stale(self, name: str) -> bool:
+        """True unless dvc.lock records this stage with its current command,
+        dependencies and outputs (what ``dvc status`` reports)."""
+        with self._mutex:
+            return bool(self._stages[name].changed())
+
+    def fingerprint(self, name: str) -> str:
+        """What determines the stage's result: its definition (command, declared
+        deps and outs) and the current content of every dependency, params
+        values included; the values dvc.lock would record for them."""
+        with self._mutex:
+            stage = self._stages[name]
+            deps = {str(d.def_path): d.get_hash().to_dict() for d in stage.deps}
+            blob = json.dumps({"root": self.root, "definition": to_pipeline_file(stage),
+                               "deps": deps}, sort_keys=True, default=str)
+            return hashlib.sha256(blob.encode()).hexdigest()
+
+    # --- running a stage ----------------------------------------------------
+
+    def run(self, name: str, emit: Callable[[str], None]) -> None:
+        """Run the stage's command as ``dvc repro`` would, then record it in
+        dvc.lock and the DVC cache as ``dvc commit`` does."""
+        stage = self._stages[name]
+        env = dict(os.environ)
+        # dvc.yaml says `python`: the interpreter running this flow.
+        env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+        env.update(DVC_ROOT=self.root, DVC_STAGE=name)  # as DVC sets them
+        emit(f"> {stage.cmd}")
+        proc = subprocess.Popen(stage.cmd, shell=True, cwd=stage.wdir, env=env, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        self._children.add(proc)
+        try:
+            for line in proc.stdout:
+                emit(line.rstrip())
+            code = proc.wait()
+        finally:
+            self._children.discard(proc)
+        if code != 0:
+            raise StageFailed(f"stage {name}: `{stage.cmd}` exited with status {code}")
+        with self._mutex:
+            stage.save()
+            stage.commit()
+            stage.dump(update_pipeline=False)
+            stage.cmd_changed = False  # dvc.lock now records the current command
+
+    def published(self, path: str) -> str | None:
+        file = Path(self.root, path)
+        return file.read_text() if file.is_file() else None
+
+
+def _terminate(proc: subprocess.Popen) -> None:
+    """Stop a stage's process group (the stage and anything it started)."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=10)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def prefect_dir(root: str | Path) -> Path:
+    """Where this project's Prefect cache records and results live (git-ignored),
+    beside DVC's own cache rather than in the user's home."""
+    return Path(root) / ".prefect"

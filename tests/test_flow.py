@@ -1,0 +1,154 @@
+"""The Prefect flow: one task run per DVC stage, cached across runs, in step
+with DVC. Real Prefect (a temporary server), real DVC and Keras, small subset.
+
+One project copy is built once for the module; the tests run on its state in
+order. Task-run states are read back from the Prefect API.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+from prefect.testing.utilities import prefect_test_harness
+
+from flows.pipeline import ARTIFACT_KEY, pipeline
+from tests.conftest import make_project
+from tests.test_pipeline import TASKS, snapshot
+
+pytestmark = pytest.mark.slow
+
+ALL = {"download", "preprocess", "report",
+       *(f"{k}[{t}]" for k in ("train", "evaluate") for t in TASKS)}
+
+
+@pytest.fixture(scope="module")
+def harness():
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory, mnist_npz, harness):
+    project = make_project(tmp_path_factory.mktemp("flow") / "project", mnist_npz)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MNIST_NPZ", str(mnist_npz))  # the stages run in child processes
+        mp.setenv("DVC_NO_ANALYTICS", "1")
+        project.flow = lambda **kw: run_flow(project, **kw)
+        yield project
+
+
+def run_flow(project, **params) -> dict[str, str]:
+    """Run the flow; return {task run name: final state name}, read from the API."""
+    state = pipeline(project=str(project.path), return_state=True, **params)
+    assert state.is_completed(), state.message
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(
+            id=FlowRunFilterId(any_=[state.state_details.flow_run_id])))
+    return {run.name: run.state.name for run in runs}
+
+
+def not_cached(states: dict[str, str]) -> set[str]:
+    assert set(states.values()) <= {"Completed", "Cached"}, states
+    return {name for name, state in states.items() if state != "Cached"}
+
+
+def dvc_is_clean(project) -> bool:
+    return "Data and pipelines are up to date." in project.dvc("status").stdout
+
+
+def test_first_run_completes_every_step(project):
+    states = project.flow()
+    assert set(states) == ALL
+    assert not_cached(states) == ALL
+    assert dvc_is_clean(project)
+    with get_client(sync_client=True) as client:
+        artifact = client.read_latest_artifacts()
+    table = next(a for a in artifact if a.key == ARTIFACT_KEY).data
+    assert "| task1 | conv32 5x5 sigmoid → flatten → dense10 softmax | 185,162 |" in table
+
+
+def test_second_run_is_all_cached(project):
+    before = snapshot(project)
+    states = project.flow()
+    assert set(states) == ALL
+    assert not_cached(states) == set()
+    assert snapshot(project) == before
+
+
+def test_one_changed_learning_rate_reruns_only_its_task(project):
+    def edit(data):
+        data["tasks"]["task1"]["optimizer"]["learning_rate"] = 0.05
+
+    project.edit_params(edit)
+    assert not_cached(project.flow()) == {"train[task1]", "evaluate[task1]", "report"}
+    assert dvc_is_clean(project)
+    assert not_cached(project.flow()) == set()
+
+
+def test_a_deleted_output_is_regenerated_not_reported_cached(project):
+    model = project.path / "data/models/task2/seed_42/model.keras"
+    model.unlink()
+    ran = not_cached(project.flow())
+    assert {"train[task2]", "evaluate[task2]", "report"} >= ran >= {"train[task2]"}
+    assert model.is_file()
+    assert dvc_is_clean(project)
+
+
+def test_an_altered_output_is_regenerated(project):
+    metrics = project.path / "data/eval/task3/metrics.json"
+    original = metrics.read_text()
+    metrics.write_text('{"test_accuracy": 1.0}')
+    assert "evaluate[task3]" in not_cached(project.flow())
+    assert metrics.read_text() == original  # recomputed: same model, same data
+    assert dvc_is_clean(project)
+
+
+def test_after_dvc_repro_the_flow_finds_nothing_to_do(project):
+    def edit(data):
+        data["tasks"]["task4_adam"]["optimizer"]["learning_rate"] = 0.002
+
+    project.edit_params(edit)
+    out = project.dvc("repro").stdout
+    assert "Running stage 'train@task4_adam'" in out
+    before = snapshot(project)
+    states = project.flow()
+    # New cache keys (no record yet), but dvc.lock says done: nothing is rerun.
+    assert snapshot(project) == before
+    assert not_cached(states) == {"train[task4_adam]", "evaluate[task4_adam]", "report"}
+    assert not_cached(project.flow()) == set()
+
+
+def test_a_subset_of_tasks(project):
+    def edit(data):
+        for task in ("task1", "task3"):
+            data["tasks"][task]["optimizer"]["name"] = "adam"
+
+    project.edit_params(edit)
+    states = project.flow(tasks=["task3"])
+    # task1 is stale and not selected: the report waits for it.
+    assert set(states) == {"download", "preprocess", "train[task3]", "evaluate[task3]"}
+    assert not_cached(states) == {"train[task3]", "evaluate[task3]"}
+    status = project.dvc("status").stdout
+    assert "train@task1" in status and "train@task3" not in status
+    states = project.flow(tasks=["task1"], workers=1)
+    assert not_cached(states) == {"train[task1]", "evaluate[task1]", "report"}
+    assert dvc_is_clean(project)
+
+
+def test_unknown_task_is_a_clear_error(project):
+    state = pipeline(project=str(project.path), tasks=["task9"], return_state=True)
+    assert state.is_failed()
+    with pytest.raises(ValueError, match="--tasks: unknown task"):
+        state.result()
+
+
+def test_prefect_cache_lives_in_the_project(project):
+    assert any((project.path / ".prefect" / "cache").iterdir())
+    shutil.rmtree(project.path / ".prefect")
+    # Without its records Prefect misses, but dvc.lock still says done.
+    before = snapshot(project)
+    assert not_cached(project.flow()) == ALL
+    assert snapshot(project) == before
