@@ -17,6 +17,13 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
+def _clear_leftovers(dest: Path) -> None:
+    """Remove temporaries a killed earlier attempt left beside ``dest``. Safe:
+    DVC's lock (or the flow's) admits one writer per output at a time."""
+    for old in dest.parent.glob(f".{dest.stem}.*.tmp*"):
+        shutil.rmtree(old) if old.is_dir() else old.unlink(missing_ok=True)
+
+
 @contextlib.contextmanager
 def atomic_path(dest: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``dest``; on success rename it over ``dest``.
@@ -26,6 +33,7 @@ def atomic_path(dest: str | Path) -> Iterator[Path]:
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
+    _clear_leftovers(dest)
     fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.stem}.",
                                suffix=f".tmp{dest.suffix}")
     os.close(fd)
@@ -45,6 +53,7 @@ def atomic_dir(dest: str | Path) -> Iterator[Path]:
     """Yield a fresh temporary folder beside ``dest``; on success it replaces ``dest``."""
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
+    _clear_leftovers(dest)
     tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp"))
     os.chmod(tmp, 0o777 & ~_UMASK)
     try:

@@ -2,37 +2,73 @@
 
 Writes ``<out>/seed_<s>/model.keras`` and its per-epoch log (dvclive: loss,
 accuracy, seconds per epoch) for each seed, and ``<out>/config.json``, the
-effective config the models were trained with. The folder appears atomically
-when every seed is done.
+effective config the models were trained with. ``<out>`` appears atomically
+once every seed is done.
+
+Interrupted training resumes: work in progress lives in ``.train_state/<task>``
+(outside DVC's outputs); Keras' BackupAndRestore saves the weights and
+optimizer state after every epoch, and each epoch's shuffle depends only on
+(seed, epoch), so a resumed run ends with the same weights as an
+uninterrupted one.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import logging
+import math
+import shutil
 import sys
 import time
 from pathlib import Path
 
 import keras
+import numpy as np
 import tensorflow as tf
 from dvclive import Live
 from dvclive.keras import DVCLiveCallback
 
 from stages.cli import run
 from stages.config import Params, load_params
-from stages.io import atomic_dir, write_json
+from stages.io import atomic_dir, atomic_path, write_json
 from stages.layout import CONFIG, LIVE, MODEL, seed_dir
 from stages.mnist import load_split
 from stages.models import compile_model
 
 log = logging.getLogger(__name__)
 
+STATE_ROOT = Path(".train_state")
+BACKUP = "backup"
+
 
 def set_determinism(seed: int) -> None:
     """Same seed, same weights and metrics on the same machine."""
     keras.utils.set_random_seed(seed)
     tf.config.experimental.enable_op_determinism()
+
+
+def training_data(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int,
+                  first_epoch: int, epochs: int) -> tf.data.Dataset:
+    """Batches for epochs ``first_epoch..epochs-1``, back to back.
+
+    Epoch e visits the images in an order that depends only on (seed, e), so
+    a run resumed at epoch e sees exactly what an uninterrupted one would.
+    """
+    x_all, y_all = tf.constant(x), tf.constant(y)
+    n = len(x)
+
+    def epoch(e):
+        order = tf.random.experimental.stateless_shuffle(
+            tf.range(n, dtype=tf.int64), seed=tf.stack([tf.constant(seed, tf.int64), e]))
+        return tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
+
+    return (tf.data.Dataset.range(first_epoch, epochs)
+            .flat_map(epoch)
+            .map(lambda idx: (tf.gather(x_all, idx), tf.gather(y_all, idx)),
+                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+            .prefetch(tf.data.AUTOTUNE))
 
 
 class EpochTimer(keras.callbacks.Callback):
@@ -48,15 +84,43 @@ class EpochTimer(keras.callbacks.Callback):
             logs["epoch_seconds"] = time.perf_counter() - self._start
 
 
-def train_one(name: str, params: Params, seed: int, x, y, out: Path):
-    """Train task ``name`` with ``seed`` on (x, y); write model and log under ``out``."""
+class Backup(keras.callbacks.BackupAndRestore):
+    def completed_epochs(self) -> int:
+        """Epochs the saved state has completed (0 if there is none)."""
+        meta = Path(self._training_metadata_path)
+        return json.loads(meta.read_text())["epoch"] if meta.is_file() else 0
+
+
+def rewind_log(live_dir: Path, epochs: int) -> None:
+    """Drop dvclive rows of epochs >= ``epochs``: the process may have died
+    after logging an epoch but before backing it up."""
+    for tsv in (live_dir / "plots").rglob("*.tsv"):
+        lines = tsv.read_text().splitlines(keepends=True)
+        kept = [lines[0]] + [row for row in lines[1:] if int(row.split("\t", 1)[0]) < epochs]
+        tsv.write_text("".join(kept))
+
+
+def train_one(name: str, params: Params, seed: int, x, y, work: Path) -> keras.Model:
+    """Train task ``name`` with ``seed``; model and log end up in ``work``.
+    Resumes from ``work`` if an earlier attempt was interrupted."""
     task = params.task(name)
+    batch_size = params.batch_size(name)
     set_determinism(seed)
     model = compile_model(name, task)
-    live = Live(dir=str(out / LIVE), dvcyaml=None, save_dvc_exp=False, report=None)
-    model.fit(x, y, batch_size=params.batch_size(name), epochs=task.epochs, verbose=2,
-              callbacks=[EpochTimer(), DVCLiveCallback(live=live)])
-    model.save(out / MODEL)
+    backup = Backup(str(work / BACKUP))
+    start = backup.completed_epochs()
+    if start:
+        log.info("%s seed %d: resuming after epoch %d of %d", name, seed, start, task.epochs)
+        rewind_log(work / LIVE, start)
+    live = Live(dir=str(work / LIVE), resume=start > 0, dvcyaml=None, save_dvc_exp=False,
+                report=None)
+    live.step = start  # dvclive's own resume guesses from its summary; we know
+    model.fit(training_data(x, y, batch_size, seed, start, task.epochs), shuffle=False,
+              epochs=task.epochs, steps_per_epoch=math.ceil(len(x) / batch_size), verbose=2,
+              # dvclive logs before the backup is taken: see rewind_log.
+              callbacks=[EpochTimer(), DVCLiveCallback(live=live), backup])
+    with atomic_path(work / MODEL) as tmp:  # its presence means "this seed is done"
+        model.save(tmp)
     return model
 
 
@@ -75,13 +139,41 @@ def effective_config(name: str, params: Params, model, n_images: int) -> dict:
     }
 
 
-def train(name: str, params: Params, data: Path, out: Path) -> None:
+def _fingerprint(name: str, params: Params, data: Path) -> str:
+    """What an interrupted attempt must share with this one to be resumed."""
+    h = hashlib.sha256(json.dumps({
+        "spec": params.task(name).model_dump(mode="json"),
+        "batch_size": params.batch_size(name), "seeds": params.seed_list,
+        "keras": keras.__version__, "tensorflow": tf.__version__}, sort_keys=True).encode())
+    for file in (data / "train.npz", Path(__file__), Path(__file__).with_name("models.py")):
+        with open(file, "rb") as fh:
+            h.update(hashlib.file_digest(fh, "sha256").digest())
+    return h.hexdigest()
+
+
+def train(name: str, params: Params, data: Path, out: Path, state_root: Path = STATE_ROOT):
     x, y = load_split(data, "train")
+    state = state_root / name
+    fingerprint = _fingerprint(name, params, data)
+    marker = state / "fingerprint"
+    if not marker.is_file() or marker.read_text() != fingerprint:
+        shutil.rmtree(state, ignore_errors=True)  # stale or no earlier attempt
+        state.mkdir(parents=True)
+        marker.write_text(fingerprint)
+    for seed in params.seed_list:
+        work = seed_dir(state, seed)
+        if (work / MODEL).is_file():
+            log.info("%s seed %d: already trained in an earlier attempt", name, seed)
+            continue
+        log.info("training %s, seed %d, on %d images", name, seed, len(x))
+        train_one(name, params, seed, x, y, work)
+    model = keras.models.load_model(seed_dir(state, params.seed) / MODEL)
     with atomic_dir(out) as staging:
         for seed in params.seed_list:
-            log.info("training %s, seed %d, on %d images", name, seed, len(x))
-            model = train_one(name, params, seed, x, y, seed_dir(staging, seed))
+            shutil.copytree(seed_dir(state, seed), seed_dir(staging, seed),
+                            ignore=shutil.ignore_patterns(BACKUP))
         write_json(staging / CONFIG, effective_config(name, params, model, len(x)))
+    shutil.rmtree(state)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -90,10 +182,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data", type=Path, required=True, help="prepared data folder")
     parser.add_argument("--out", type=Path, required=True, help="output folder for this task")
     parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--state", type=Path, default=STATE_ROOT,
+                        help="where interrupted training is kept for resuming")
     args = parser.parse_args(argv)
     params = load_params(args.params)
     params.task(args.task)  # an unknown task name fails here, before any work
-    train(args.task, params, args.data, args.out)
+    train(args.task, params, args.data, args.out, args.state)
 
 
 if __name__ == "__main__":

@@ -111,3 +111,21 @@ def make_project(dest: Path, mnist: Path | None, edit=shrink) -> Project:
 def project(tmp_path, mnist_npz) -> Project:
     """A fresh small-subset project copy (nothing run yet)."""
     return make_project(tmp_path / "project", mnist_npz)
+
+
+@pytest.fixture(scope="session")
+def built_template(tmp_path_factory, mnist_npz) -> Project:
+    """A small-subset project after its first `dvc repro`, committed. Built
+    once per session; tests that change it work on a copy (``built``)."""
+    project = make_project(tmp_path_factory.mktemp("template") / "project", mnist_npz)
+    project.first_repro = project.dvc("repro").stdout
+    project.commit("built")
+    return project
+
+
+@pytest.fixture
+def built(built_template, tmp_path) -> Project:
+    """A private copy of the built project (git history and DVC cache included)."""
+    dest = tmp_path / "built"
+    shutil.copytree(built_template.path, dest, symlinks=True)
+    return Project(dest, project_env(Path(built_template.env["MNIST_NPZ"]), tmp_path))

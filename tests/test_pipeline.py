@@ -1,8 +1,4 @@
-"""End to end: real `dvc repro` of the whole study on a small subset.
-
-One project copy is built once for the module; the tests after the first run
-on its state in order (rebuild nothing, then change one task's learning rate).
-"""
+"""End to end: real `dvc repro` of the whole study on a small subset."""
 
 from __future__ import annotations
 
@@ -11,8 +7,6 @@ import json
 import re
 
 import pytest
-
-from tests.conftest import make_project
 
 pytestmark = pytest.mark.slow
 
@@ -30,16 +24,9 @@ def snapshot(project) -> dict[str, str]:
             for p in sorted(data.rglob("*")) if p.is_file()}
 
 
-@pytest.fixture(scope="module")
-def built(tmp_path_factory, mnist_npz):
-    project = make_project(tmp_path_factory.mktemp("pipeline") / "project", mnist_npz)
-    first = project.dvc("repro")
-    project.first_output = first.stdout
-    return project
-
-
-def test_repro_builds_every_task_and_the_report(built):
-    assert ran(built.first_output) == {"download", "preprocess", "report",
+def test_repro_builds_every_task_and_the_report(built_template):
+    built = built_template
+    assert ran(built.first_repro) == {"download", "preprocess", "report",
                                        *(f"{k}@{t}" for k in ("train", "evaluate") for t in TASKS)}
     for task in TASKS:
         metrics = json.loads((built.path / f"data/eval/{task}/metrics.json").read_text())
@@ -67,7 +54,6 @@ def test_second_repro_runs_nothing(built):
 
 
 def test_changing_one_learning_rate_reruns_only_that_task(built):
-    built.commit("built")
     before = snapshot(built)
 
     def faster(data):
