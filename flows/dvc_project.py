@@ -34,6 +34,12 @@ log = logging.getLogger(__name__)
 class ProjectBusy(RuntimeError):
     """Another DVC process (``dvc repro``, a flow run) holds the project."""
 
+    def __init__(self, root: str, detail: str = ""):
+        super().__init__(
+            f"{root}: another DVC process (a `dvc repro`, `dvc exp run` or another flow "
+            "run) is working on this project; wait for it to finish and run again"
+            + (f". DVC says: {detail}" if detail else ""))
+
 
 class StageFailed(RuntimeError):
     pass
@@ -64,14 +70,21 @@ class DvcProject:
         except LockError:
             self.repo.close()
             os.chdir(self._cwd)
-            raise ProjectBusy(
-                f"{self.root}: another DVC process (a `dvc repro`, `dvc exp run` or "
-                "another flow run) is working on this project; wait for it to finish "
-                "and run again") from None
-        self._stages = {s.name: s for s in self.repo.index.stages}
-        graph = self.repo.index.graph  # edges: stage -> the stages it depends on
-        self._graph = {s.name: sorted(d.name for d in graph.successors(s))
-                       for s in reversed(list(nx.topological_sort(graph)))}
+            raise ProjectBusy(self.root) from None
+        stages = self.repo.index.stages
+        self._stages = {s.name: s for s in stages}
+        # Dependencies first; among the stages ready at a time, the earlier
+        # task in dvc.yaml first, and its train before its evaluate.
+        items = list(dict.fromkeys(s.name.partition("@")[2] for s in stages))
+        kinds = list(dict.fromkeys(s.name.partition("@")[0] for s in stages))
+
+        def key(stage):
+            kind, _, item = stage.name.partition("@")
+            return (items.index(item), kinds.index(kind))
+
+        graph = self.repo.index.graph.reverse()  # edges: stage -> stages that need it
+        self._graph = {s.name: sorted(d.name for d in graph.predecessors(s))
+                       for s in nx.lexicographical_topological_sort(graph, key=key)}
         DvcProject._open[self.root] = self
         return self
 
@@ -95,6 +108,17 @@ class DvcProject:
     # kept current: a stage this object runs is committed through the same
     # Stage object, and nothing else may write dvc.lock while the lock is held.
 
+    @contextlib.contextmanager
+    def _dvc(self):
+        """Serialize use of the Repo object. DVC releases its repository lock
+        while a `dvc repro` runs a stage's command and guards that stage's
+        files with per-path locks instead: meeting one means the same."""
+        with self._mutex:
+            try:
+                yield
+            except LockError as exc:
+                raise ProjectBusy(self.root, str(exc).splitlines()[0]) from None
+
     @property
     def graph(self) -> dict[str, list[str]]:
         """Every stage with the stages it depends on, dependencies first."""
@@ -103,14 +127,14 @@ class DvcProject:
     def is_stale(self, name: str) -> bool:
         """True unless dvc.lock records this stage with its current command,
         dependencies and outputs (what ``dvc status`` reports)."""
-        with self._mutex:
+        with self._dvc():
             return bool(self._stages[name].changed())
 
     def fingerprint(self, name: str) -> str:
         """What determines the stage's result: its definition (command, declared
         deps and outs) and the current content of every dependency, params
         values included; the values dvc.lock would record for them."""
-        with self._mutex:
+        with self._dvc():
             stage = self._stages[name]
             deps = {str(d.def_path): d.get_hash().to_dict() for d in stage.deps}
             blob = json.dumps({"root": self.root, "definition": to_pipeline_file(stage),
@@ -140,7 +164,7 @@ class DvcProject:
             self._children.discard(proc)
         if code != 0:
             raise StageFailed(f"stage {name}: `{stage.cmd}` exited with status {code}")
-        with self._mutex:
+        with self._dvc():
             stage.save()
             stage.commit()
             stage.dump(update_pipeline=False)

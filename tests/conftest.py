@@ -6,16 +6,23 @@ git repository holding a copy of this project, with a small subset of MNIST.
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+
+TASKS = ["task1", "task2", "task2_15_epochs", "task2_one_conv", "task2_three_conv", "task3",
+         "task4_sgd", "task4_adam", "task2_maxpool"]
 
 # Small enough for CI, large enough that the models see every class.
 SMALL = {"train_size": 2000, "test_size": 500, "epochs": 1}
@@ -90,11 +97,17 @@ class Project:
 
 
 def make_project(dest: Path, mnist: Path | None, edit=shrink) -> Project:
-    """Copy the project's files (tracked and untracked, never ignored ones) to
-    ``dest``, apply ``edit`` to its params, and commit it in a new git repo."""
-    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
-                           cwd=ROOT, capture_output=True, text=True, check=True).stdout
-    for rel in filter(None, files.split("\0")):
+    """Copy the project's files (tracked, and untracked ones outside data/ that
+    git does not ignore) to ``dest``, apply ``edit`` to its params, and commit
+    it in a new git repo."""
+    def ls(*args):
+        out = subprocess.run(["git", "ls-files", "-z", *args], cwd=ROOT, capture_output=True,
+                             text=True, check=True).stdout
+        return [f for f in out.split("\0") if f]
+
+    files = ls("--cached") + [f for f in ls("--others", "--exclude-standard")
+                              if not f.startswith("data/")]
+    for rel in files:
         src = ROOT / rel
         if src.is_file():
             (dest / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -129,3 +142,47 @@ def built(built_template, tmp_path) -> Project:
     dest = tmp_path / "built"
     shutil.copytree(built_template.path, dest, symlinks=True)
     return Project(dest, project_env(Path(built_template.env["MNIST_NPZ"]), tmp_path))
+
+
+# --- observing runs -----------------------------------------------------------
+
+
+def ran(output: str) -> set[str]:
+    return set(re.findall(r"Running stage '([^']+)'", output))
+
+
+def snapshot(project) -> dict[str, str]:
+    data = project.path / "data"
+    return {str(p.relative_to(data)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(data.rglob("*")) if p.is_file()}
+
+
+def start(project, *args) -> subprocess.Popen:
+    """Start a command in its own process group (so a kill reaches its children).
+    Its output goes to a file (a pipe nobody reads would fill and block it)."""
+    log = project.path.parent / f"{project.path.name}-{time.monotonic_ns()}.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(list(args), cwd=project.path, env=project.env, text=True,
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    proc.log = log
+    return proc
+
+
+def finish(proc: subprocess.Popen, timeout: float = 300) -> str:
+    """Wait for ``proc``; return its output."""
+    proc.wait(timeout=timeout)
+    return proc.log.read_text()
+
+
+def kill(proc: subprocess.Popen, sig=signal.SIGKILL) -> str:
+    os.killpg(proc.pid, sig)
+    return finish(proc, timeout=60)
+
+
+def wait_for(condition, timeout=120.0, interval=0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(interval)
+    raise AssertionError("timed out waiting")

@@ -38,9 +38,14 @@ def project_imports(module: str) -> set[str]:
             continue
         seen.add(path)
         for node in ast.walk(ast.parse((ROOT / path).read_text())):
-            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
-                     else [node.module] if isinstance(node, ast.ImportFrom) and node.module
-                     else [])
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module == "stages":
+                names = [f"stages.{a.name}" for a in node.names]  # from stages import x
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            else:
+                continue
             todo += [n.replace(".", "/") + ".py" for n in names if n.startswith("stages.")]
     return seen
 

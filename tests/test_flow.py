@@ -7,16 +7,21 @@ order. Task-run states are read back from the Prefect API.
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
+import sys
+from pathlib import Path
 
 import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+from prefect.client.schemas.sorting import FlowRunSort
+from prefect.settings import PREFECT_API_URL
 from prefect.testing.utilities import prefect_test_harness
 
 from flows.pipeline import ARTIFACT_KEY, pipeline
-from tests.conftest import make_project
-from tests.test_pipeline import TASKS, snapshot
+from tests.conftest import TASKS, finish, make_project, snapshot, start, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -152,3 +157,51 @@ def test_prefect_cache_lives_in_the_project(project):
     before = snapshot(project)
     assert not_cached(project.flow()) == ALL
     assert snapshot(project) == before
+
+
+def test_flow_beside_a_running_dvc_repro_stops_with_a_clear_message(project):
+    project.edit_params(lambda d: d["tasks"]["task1"].update(epochs=2))
+    repro = start(project, sys.executable, "-m", "dvc", "repro")
+    wait_for(lambda: (project.path / ".train_state/task1").exists())
+    state = pipeline(project=str(project.path), return_state=True)
+    assert state.is_failed()
+    assert "another DVC process" in state.message
+    out = finish(repro)
+    assert repro.returncode == 0, out
+    # dvc repro built task1 meanwhile: new cache keys, nothing left to run.
+    assert not_cached(project.flow()) == {"train[task1]", "evaluate[task1]", "report"}
+    assert dvc_is_clean(project)
+
+
+def test_sigterm_crashes_the_flow_and_the_next_run_reuses_finished_steps(project):
+    def edit(data):
+        data["tasks"]["task1"]["optimizer"]["learning_rate"] = 0.04
+        data["tasks"]["task2"]["epochs"] = 3
+
+    project.edit_params(edit)
+    config = project.path / "data/models/task1/config.json"
+    project.env["PREFECT_API_URL"] = PREFECT_API_URL.value()
+    flow = start(project, sys.executable, "-m", "flows.pipeline", "--workers", "1")
+    wait_for(lambda: config.is_file() and '"learning_rate": 0.04' in config.read_text(),
+             timeout=300)
+    wait_for(lambda: (project.path / ".train_state/task2/seed_42/backup").exists(),
+             timeout=300)
+    # While the flow runs, DVC refuses a second writer.
+    second = project.dvc("repro", check=False)
+    assert second.returncode != 0 and "Unable to acquire lock" in second.stderr
+    flow.send_signal(signal.SIGTERM)
+    finish(flow, timeout=120)
+    with get_client(sync_client=True) as client:
+        (last,) = client.read_flow_runs(limit=1, sort=FlowRunSort.START_TIME_DESC)
+    assert last.state.name == "Crashed"
+    # No stage process outlives the flow; the lock is free again.
+    assert not any("stages.train" in p for p in _processes())
+    # Stages run task by task: task1's were done, task2's training was not.
+    assert not_cached(project.flow()) == {"train[task2]", "evaluate[task2]", "report"}
+    assert dvc_is_clean(project)
+
+
+def _processes() -> list[str]:
+    return [Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            for pid in os.listdir("/proc") if pid.isdigit()
+            and Path(f"/proc/{pid}/cmdline").exists()]

@@ -2,27 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
-import re
 
 import pytest
 
+from tests.conftest import TASKS, ran, snapshot
+
 pytestmark = pytest.mark.slow
-
-TASKS = ["task1", "task2", "task2_15_epochs", "task2_one_conv", "task2_three_conv", "task3",
-         "task4_sgd", "task4_adam", "task2_maxpool"]
-
-
-def ran(output: str) -> set[str]:
-    return set(re.findall(r"Running stage '([^']+)'", output))
-
-
-def snapshot(project) -> dict[str, str]:
-    data = project.path / "data"
-    return {str(p.relative_to(data)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(data.rglob("*")) if p.is_file()}
-
 
 def test_repro_builds_every_task_and_the_report(built_template):
     built = built_template

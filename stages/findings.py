@@ -1,0 +1,165 @@
+"""The notebook's conclusions, checked against our numbers.
+
+Each check reads the results table (one row per task, see report.collect) and
+returns a Finding whose sentence is built from the data: the verdict follows
+the numbers, not the other way round. A check whose tasks are absent from
+params.yaml says so instead of guessing.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import pandas as pd
+
+from stages.config import NUM_CLASSES
+from stages.notebook import NOTEBOOK, TASK2_RERUN
+
+CHANCE = 1 / NUM_CLASSES
+NOT_LEARNING = 2 * CHANCE  # below this a classifier has learned (almost) nothing
+MIN_MARGIN = 0.01  # differences smaller than this are noise even with one run
+
+
+class Finding(NamedTuple):
+    claim: str    # the notebook's conclusion, in short
+    verdict: str  # "holds", "does not hold", "within noise" or "not tested"
+    text: str     # the evidence, from our numbers
+
+
+def _acc(df: pd.DataFrame, task: str) -> str:
+    row = df.loc[task]
+    spread = f" ± {row.accuracy_std:.3f}" if row.seeds > 1 else ""
+    return f"{row.accuracy:.3f}{spread}"
+
+
+def margin(df: pd.DataFrame, a: str, b: str) -> float:
+    """How far apart two tasks' mean accuracies must be to call them different:
+    twice the combined spread over seeds, at least MIN_MARGIN."""
+    sa, sb = df.loc[a, "accuracy_std"], df.loc[b, "accuracy_std"]
+    return max(MIN_MARGIN, 2 * math.hypot(sa, sb))
+
+
+def _missing(df: pd.DataFrame, claim: str, *tasks: str) -> Finding | None:
+    absent = [t for t in tasks if t not in df.index]
+    if absent:
+        return Finding(claim, "not tested", f"needs task(s) {', '.join(absent)}.")
+    return None
+
+
+def _learns(df: pd.DataFrame, task: str) -> bool:
+    return df.loc[task, "accuracy"] >= NOT_LEARNING
+
+
+def deep_sigmoid_stops_learning(df: pd.DataFrame) -> Finding:
+    claim = "Sigmoid conv stacks deeper than two layers stop learning"
+    tasks = ("task2_one_conv", "task2", "task2_three_conv")
+    if missing := _missing(df, claim, *tasks):
+        return missing
+    steps = ", ".join(f"{n} conv{'s' if n > 1 else ''} {_acc(df, t)}"
+                      for n, t in enumerate(tasks, start=1))
+    deep_learns = _learns(df, "task2_three_conv")
+    shallower_learn = _learns(df, "task2_one_conv") and _learns(df, "task2")
+    holds = not deep_learns and shallower_learn
+    verdict = "holds" if holds else "does not hold"
+    text = (f"With SGD and the same dense head: {steps} (chance is {CHANCE:.3f}). "
+            + ("The three-conv stack stays at chance while the shallower ones learn."
+               if holds else
+               "The three-conv stack learns." if deep_learns else
+               "The shallower stacks do not learn either."))
+    return Finding(claim, verdict, text)
+
+
+def schedule_rescues_task2(df: pd.DataFrame) -> Finding:
+    claim = "The learning-rate schedule rescues task2's architecture (task3)"
+    if missing := _missing(df, claim, "task2", "task3"):
+        return missing
+    gain = df.loc["task3", "accuracy"] - df.loc["task2", "accuracy"]
+    need = margin(df, "task3", "task2")
+    runs = df.loc["task3", "accuracy_runs"]
+    stuck = sum(a < NOT_LEARNING for a in runs)
+    text = (f"task3 ({df.loc['task3', 'optimizer']}) reaches {_acc(df, 'task3')} against "
+            f"{_acc(df, 'task2')} for task2 ({df.loc['task2', 'optimizer']}), {gain:+.3f}.")
+    if stuck:
+        text += (f" In {stuck} of {len(runs)} run(s) task3 did not learn at all "
+                 f"(accuracy below {NOT_LEARNING:.2f}): the large initial rate is fragile.")
+    if gain > need:
+        return Finding(claim, "holds", text)
+    if abs(gain) <= need:
+        return Finding(claim, "within noise", text + f" The difference is within ±{need:.3f}.")
+    return Finding(claim, "does not hold", text)
+
+
+def relu_beats_sigmoid(df: pd.DataFrame, curves: pd.DataFrame | None = None) -> Finding:
+    claim = "ReLU beats sigmoid (task4)"
+    if missing := _missing(df, claim, "task4_sgd", "task2", "task3"):
+        return missing
+    sigmoid = max(("task2", "task3"), key=lambda t: df.loc[t, "accuracy"])
+    gain = df.loc["task4_sgd", "accuracy"] - df.loc[sigmoid, "accuracy"]
+    need = margin(df, "task4_sgd", sigmoid)
+    text = (f"task4_sgd (ReLU convs, {df.loc['task4_sgd', 'optimizer']}) reaches "
+            f"{_acc(df, 'task4_sgd')}; the best sigmoid model with SGD, {sigmoid}, "
+            f"{_acc(df, sigmoid)} ({gain:+.3f}).")
+    if curves is not None and not curves.empty:
+        first = curves[curves.epoch == 1].set_index("task")["accuracy"]
+        if {"task4_sgd", sigmoid} <= set(first.index):
+            text += (f" After one epoch the training accuracy is {first['task4_sgd']:.3f} "
+                     f"against {first[sigmoid]:.3f}.")
+    if gain > need:
+        return Finding(claim, "holds", text)
+    if abs(gain) <= need:
+        return Finding(claim, "within noise", text + f" The difference is within ±{need:.3f}.")
+    return Finding(claim, "does not hold", text)
+
+
+def pooling_was_never_applied(df: pd.DataFrame) -> Finding:
+    claim = ("The \"max pooling\" cell's gain came from pooling (the notebook: \"significant "
+             "improvement in accuracy\")")
+    if missing := _missing(df, claim, "task2", "task2_15_epochs"):
+        return missing
+    same = df.loc["task2_15_epochs", "params"] == df.loc["task2", "params"]
+    gain = df.loc["task2_15_epochs", "accuracy"] - df.loc["task2", "accuracy"]
+    ref = NOTEBOOK["task2_15_epochs"]
+    text = (f"The cell's model has {df.loc['task2_15_epochs', 'params']:,} parameters, "
+            + ("exactly task2's: its MaxPooling2D layers were created but never added. "
+               if same else f"not task2's {df.loc['task2', 'params']:,}. ")
+            + f"The gain came from training longer: task2 after "
+            f"{df.loc['task2', 'epochs']} epochs {_acc(df, 'task2')}, after "
+            f"{df.loc['task2_15_epochs', 'epochs']} epochs {_acc(df, 'task2_15_epochs')} "
+            f"(notebook {ref.test_accuracy:.3f}), {gain:+.3f}.")
+    if "task2_maxpool" in df.index:
+        pool, base = df.loc["task2_maxpool"], df.loc["task2"]
+        speed = base.s_per_epoch / pool.s_per_epoch if pool.s_per_epoch else float("nan")
+        text += (f" Pooling as intended (task2_maxpool) has {pool.params:,} parameters "
+                 f"({pool.params / base.params - 1:+.0%}), runs an epoch {speed:.1f}x as "
+                 f"fast as task2 and reaches {_acc(df, 'task2_maxpool')} in "
+                 f"{pool.epochs} epochs"
+                 + (" (it does not learn in that time)." if not _learns(df, "task2_maxpool")
+                    else "."))
+    # The notebook's reading is refuted when no pooling was applied.
+    return Finding(claim, "does not hold" if same else "not tested", text)
+
+
+def notebook_noise(df: pd.DataFrame) -> Finding:
+    claim = "The notebook's figures are single runs"
+    text = (f"The notebook trained task2's model twice for 5 epochs and got "
+            f"{NOTEBOOK['task2'].test_accuracy:.3f} and {TASK2_RERUN.test_accuracy:.3f}.")
+    multi = df[df.seeds > 1]
+    if multi.empty:
+        return Finding(claim, "not tested", text + " Ours are single runs too: set `seeds` "
+                       "in params.yaml to 3 or more to measure the spread.")
+    inside = [t for t, r in multi.iterrows() if not pd.isna(r.nb_accuracy)
+              and min(r.accuracy_runs) <= r.nb_accuracy <= max(r.accuracy_runs)]
+    outside = [t for t, r in multi.iterrows() if not pd.isna(r.nb_accuracy)
+               and t not in inside]
+    text += (f" Over our {int(multi.seeds.max())} seeds the notebook's figure lies inside "
+             f"the range of our runs for {len(inside)} task(s)"
+             + (f" ({', '.join(inside)})" if inside else "")
+             + (f" and outside it for {', '.join(outside)}." if outside else "."))
+    return Finding(claim, "holds", text)
+
+
+def check_all(df: pd.DataFrame, curves: pd.DataFrame | None = None) -> list[Finding]:
+    return [deep_sigmoid_stops_learning(df), schedule_rescues_task2(df),
+            relu_beats_sigmoid(df, curves), pooling_was_never_applied(df),
+            notebook_noise(df)]

@@ -1,0 +1,105 @@
+"""Comparing variants: `dvc exp run -S`, `dvc exp show`, plots, metrics diff, the
+report's HTML and the spread over seeds. Real DVC and Keras, small subset."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import sys
+
+import pytest
+
+from tests.conftest import TASKS, make_project, ran
+
+pytestmark = pytest.mark.slow
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def exp_run(project, name: str, *sets: str):
+    args = [a for s in sets for a in ("-S", s)]
+    return project.dvc("exp", "run", "-n", name, *args)
+
+
+def test_two_experiments_side_by_side(built):
+    out = exp_run(built, "lr-005", "tasks.task1.optimizer.learning_rate=0.05").stdout
+    assert ran(out) == {"train@task1", "evaluate@task1", "report"}
+    exp_run(built, "lr-002", "tasks.task1.optimizer.learning_rate=0.02")
+
+    show = json.loads(built.dvc("exp", "show", "--json").stdout)
+    exps = {e["name"]: e["revs"][0]["data"] for e in show[1]["experiments"]}
+    assert set(exps) == {"lr-005", "lr-002"}
+    lrs = {n: d["params"]["params.yaml"]["data"]["tasks"]["task1"]["optimizer"]["learning_rate"]
+           for n, d in exps.items()}
+    assert lrs == {"lr-005": 0.05, "lr-002": 0.02}
+    for data in exps.values():
+        assert {f"data/eval/{t}/metrics.json" for t in TASKS} <= set(data["metrics"])
+    task1 = [d["metrics"]["data/eval/task1/metrics.json"]["data"]["test_loss"]
+             for d in exps.values()]
+    assert task1[0] != task1[1]
+
+    # The compact comparison: one row per experiment, within 120 columns.
+    compare = built.run(sys.executable, "-m", "tools.compare").stdout.splitlines()
+    rows = {line.split()[0]: line for line in compare[1:-1]}
+    assert {"lr-005", "lr-002"} <= set(rows)
+    assert "task1.lr=0.05" in rows["lr-005"] and "task1.lr=0.02" in rows["lr-002"]
+    assert max(len(line) for line in compare[:-1]) <= 120
+
+    # Deltas between the two, and both sets of curves in one chart.
+    diff = built.dvc("metrics", "diff", "lr-005", "lr-002", "--json").stdout
+    changed = json.loads(diff)
+    assert "test_loss" in changed["data/eval/task1/metrics.json"]
+    assert "data/eval/task2/metrics.json" not in changed  # task2 did not change
+    plots = json.loads(built.dvc("plots", "diff", "lr-005", "lr-002", "--json").stdout)
+    loss = plots["Training loss per epoch"][0]["content"]["data"]["values"]
+    assert {v["rev"] for v in loss} == {"lr-005", "lr-002"}
+    assert {v["task"] for v in loss} == set(TASKS)
+
+
+def test_plots_show_curves_per_task_and_confusion_matrices(built):
+    plots = json.loads(built.dvc("plots", "show", "--json").stdout)
+    for title in ("Training loss per epoch", "Training accuracy per epoch"):
+        values = plots[title][0]["content"]["data"]["values"]
+        assert {v["task"] for v in values} == set(TASKS)
+    for task in TASKS:
+        (matrix,) = plots[f"data/eval/{task}/plots/sklearn/confusion_matrix.json"]
+        assert len(matrix["content"]["data"]["values"]) == 500  # one per test image
+
+
+def test_report_html_embeds_its_figures(built_template):
+    page = (built_template.path / "data/report/report.html").read_text()
+    images = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
+    assert len(images) == 5
+    for image in images:
+        png = base64.b64decode(image)
+        assert png.startswith(PNG) and len(png) > 2000
+    body = page.split("<tbody>", 1)[1].split("</tbody>", 1)[0]
+    assert [re.match(r"<tr><td>([^<]+)", r)[1] for r in body.split("</tr>") if r] == TASKS
+    assert page.count("<li><b>") == 5  # the notebook's conclusions, each checked
+    md = (built_template.path / "data/report/report.md").read_text()
+    assert all(f"![{c}](figures/" in md for c in ("Training curves", "Seconds per epoch"))
+
+
+def test_two_seeds_give_a_spread_for_every_task(tmp_path, mnist_npz):
+    def two_tasks_two_seeds(data):
+        data["seeds"] = 2
+        data["data"].update(train_size=1000, test_size=300)
+        data["tasks"] = {k: {**data["tasks"][k], "epochs": 1}
+                         for k in ("task1", "task4_adam")}
+
+    project = make_project(tmp_path / "project", mnist_npz, two_tasks_two_seeds)
+    project.dvc("repro")
+    metrics = json.loads((project.path / "data/eval/task1/metrics.json").read_text())
+    assert metrics["test_accuracy_std"] > 0
+    runs = json.loads((project.path / "data/eval/task1/seeds.json").read_text())
+    assert set(runs) == {"42", "43"}
+    md = (project.path / "data/report/report.md").read_text()
+    assert "mean ± standard deviation over 2 seeds" in md
+    rows = [line for line in md.splitlines() if line.startswith("| task")][1:]
+    assert len(rows) == 2
+    for row in rows:
+        cells = row.split(" | ")
+        assert re.fullmatch(r"\d\.\d{4} ± \d\.\d{4}", cells[5]), row
+        assert cells[8] in ("yes", "no")  # the notebook's figure: inside our range?
+    assert "Over our 2 seeds the notebook's figure lies inside" in md

@@ -1,0 +1,98 @@
+"""The findings are computed from the numbers: change the numbers, the verdict follows."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from stages.findings import (
+    check_all,
+    deep_sigmoid_stops_learning,
+    notebook_noise,
+    pooling_was_never_applied,
+    relu_beats_sigmoid,
+    schedule_rescues_task2,
+)
+
+BASE = {  # task: (accuracy, params, s_per_epoch, epochs)
+    "task1": (0.88, 185_162, 4.0, 5),
+    "task2": (0.64, 1_666_282, 35.0, 5),
+    "task2_15_epochs": (0.91, 1_666_282, 35.0, 15),
+    "task2_one_conv": (0.86, 2_361_546, 10.0, 5),
+    "task2_three_conv": (0.10, 1_102_090, 60.0, 5),
+    "task3": (0.978, 1_666_282, 35.0, 5),
+    "task4_sgd": (0.986, 154_474, 30.0, 5),
+    "task4_adam": (0.987, 154_474, 30.0, 5),
+    "task2_maxpool": (0.10, 93_418, 12.0, 5),
+}
+
+
+def table(seeds: int = 1, **changes) -> pd.DataFrame:
+    rows = []
+    for task, (acc, params, secs, epochs) in BASE.items():
+        acc = changes.get(task, acc)
+        runs = [acc] * seeds if not isinstance(acc, list) else acc
+        mean = sum(runs) / len(runs)
+        std = pd.Series(runs).std() if len(runs) > 1 else 0.0
+        rows.append({"task": task, "accuracy": mean, "accuracy_std": std, "accuracy_runs": runs,
+                     "seeds": len(runs), "params": params, "s_per_epoch": secs,
+                     "epochs": epochs, "optimizer": "SGD", "nb_accuracy": 0.9})
+    return pd.DataFrame(rows).set_index("task")
+
+
+def test_deep_sigmoid():
+    assert deep_sigmoid_stops_learning(table()).verdict == "holds"
+    found = deep_sigmoid_stops_learning(table(task2_three_conv=0.9))
+    assert found.verdict == "does not hold"
+    assert "3 convs 0.900" in found.text
+
+
+def test_schedule():
+    found = schedule_rescues_task2(table())
+    assert (found.verdict, "+0.338" in found.text) == ("holds", True)
+    found = schedule_rescues_task2(table(task3=0.10))
+    assert found.verdict == "does not hold"
+    assert "In 1 of 1 run(s) task3 did not learn at all" in found.text
+    assert schedule_rescues_task2(table(task3=0.645)).verdict == "within noise"
+
+
+def test_schedule_with_seeds_counts_the_runs_that_did_not_learn():
+    found = schedule_rescues_task2(table(seeds=3, task3=[0.97, 0.10, 0.98]))
+    assert "In 1 of 3 run(s) task3 did not learn" in found.text
+    assert "± " in found.text
+
+
+def test_relu():
+    assert relu_beats_sigmoid(table()).verdict == "within noise"  # +0.008 < 0.01
+    assert relu_beats_sigmoid(table(task4_sgd=0.995)).verdict == "holds"
+    assert relu_beats_sigmoid(table(task4_sgd=0.5)).verdict == "does not hold"
+    curves = pd.DataFrame({"task": ["task4_sgd", "task3"], "epoch": [1, 1],
+                           "accuracy": [0.93, 0.2]})
+    assert "0.930 against 0.200" in relu_beats_sigmoid(table(), curves).text
+
+
+def test_pooling():
+    found = pooling_was_never_applied(table())
+    assert found.verdict == "does not hold"
+    assert "exactly task2's" in found.text and "-94%" in found.text
+    assert "2.9x as fast" in found.text and "does not learn in that time" in found.text
+
+
+def test_noise_needs_seeds():
+    assert notebook_noise(table()).verdict == "not tested"
+    found = notebook_noise(table(seeds=2, task1=[0.85, 0.95], task2=[0.5, 0.6]))
+    assert "inside the range of our runs for 1 task(s) (task1)" in found.text
+    assert "outside it for" in found.text and "task2" in found.text
+
+
+def test_missing_tasks_are_not_guessed():
+    df = table().drop(index=["task3", "task2_three_conv"])
+    verdicts = {f.claim: f.verdict for f in check_all(df)}
+    assert list(verdicts.values()).count("not tested") == 4
+    assert "needs task(s) task3" in schedule_rescues_task2(df).text
+
+
+@pytest.mark.parametrize("check", [deep_sigmoid_stops_learning, schedule_rescues_task2,
+                                   relu_beats_sigmoid, pooling_was_never_applied])
+def test_every_sentence_cites_numbers(check):
+    assert any(ch.isdigit() for ch in check(table()).text)

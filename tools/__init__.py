@@ -1,0 +1,1 @@
+"""Helpers around the pipeline (not stages): experiment comparison."""
