@@ -51,14 +51,14 @@ def test_two_experiments_side_by_side(built):
     changed = json.loads(diff)
     assert "test_loss" in changed["data/eval/task1/metrics.json"]
     assert "data/eval/task2/metrics.json" not in changed  # task2 did not change
-    plots = json.loads(built.dvc("plots", "diff", "lr-005", "lr-002", "--json").stdout)
+    plots = json.loads(built.dvc("plots", "diff", "lr-005", "lr-002", "--json").stdout)["data"]
     loss = plots["Training loss per epoch"][0]["content"]["data"]["values"]
     assert {v["rev"] for v in loss} == {"lr-005", "lr-002"}
     assert {v["task"] for v in loss} == set(TASKS)
 
 
 def test_plots_show_curves_per_task_and_confusion_matrices(built):
-    plots = json.loads(built.dvc("plots", "show", "--json").stdout)
+    plots = json.loads(built.dvc("plots", "show", "--json").stdout)["data"]
     for title in ("Training loss per epoch", "Training accuracy per epoch"):
         values = plots[title][0]["content"]["data"]["values"]
         assert {v["task"] for v in values} == set(TASKS)

@@ -1,0 +1,58 @@
+"""The baseline: train one task the way the notebook does.
+
+``model.fit(x, y, batch_size=128)`` on NumPy arrays, default compile, no
+input pipeline. Same model (built by stages.models), same data (a prepared
+split), same epochs as the pipeline's train stage. Prints one JSON line:
+per-epoch seconds, test loss and accuracy.
+
+    python -m benchmarks.plain_keras task1 --data data/prepared --epochs 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import keras
+
+from stages.config import load_params
+from stages.mnist import load_split
+from stages.models import build_model, build_optimizer
+
+
+class Timer(keras.callbacks.Callback):
+    def on_train_begin(self, logs=None):
+        self.seconds = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.seconds.append(time.perf_counter() - self._start)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("task")
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--epochs", type=int, required=True)
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--seed", type=int, default=42)
+    args = parser.parse_args(argv)
+    task = load_params(args.params).task(args.task)
+    x, y = load_split(args.data, "train")
+    x_test, y_test = load_split(args.data, "test")
+    keras.utils.set_random_seed(args.seed)
+    model = build_model(args.task, task)
+    model.compile(optimizer=build_optimizer(task.optimizer), loss="categorical_crossentropy",
+                  metrics=["accuracy"])
+    timer = Timer()
+    model.fit(x, y, batch_size=128, epochs=args.epochs, verbose=0, callbacks=[timer])
+    loss, accuracy = model.evaluate(x_test, y_test, batch_size=1024, verbose=0)
+    print(json.dumps({"task": args.task, "images": len(x), "epoch_seconds": timer.seconds,
+                      "test_loss": loss, "test_accuracy": accuracy}))
+
+
+if __name__ == "__main__":
+    main()
