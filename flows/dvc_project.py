@@ -21,7 +21,6 @@ import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import ClassVar
 
 import networkx as nx
 from dvc.lock import LockError
@@ -48,12 +47,9 @@ class StageFailed(RuntimeError):
 class DvcProject:
     """A DVC repository, locked while open; safe to use from several threads."""
 
-    _open: ClassVar[dict[str, DvcProject]] = {}  # by root, for tasks and cache policies
-
     def __init__(self, root: str | Path):
         self.root = str(Path(root).resolve())
         self._mutex = threading.RLock()  # the Repo object is not thread-safe
-        self._children: set[subprocess.Popen] = set()
         self.repo: Repo | None = None
 
     # --- lifetime -----------------------------------------------------------
@@ -85,23 +81,14 @@ class DvcProject:
         graph = self.repo.index.graph.reverse()  # edges: stage -> stages that need it
         self._graph = {s.name: sorted(d.name for d in graph.predecessors(s))
                        for s in nx.lexicographical_topological_sort(graph, key=key)}
-        DvcProject._open[self.root] = self
         return self
 
     def __exit__(self, *exc) -> None:
-        DvcProject._open.pop(self.root, None)
-        for proc in list(self._children):  # a crashed flow leaves no stage running
+        for proc in list(_RUNNING):  # a crashed flow leaves no stage running here
             _terminate(proc)
         self._lock.__exit__(*exc)
         self.repo.close()
         os.chdir(self._cwd)
-
-    @classmethod
-    def get(cls, root: str) -> DvcProject:
-        try:
-            return cls._open[root]
-        except KeyError:
-            raise RuntimeError(f"{root}: no open DvcProject in this process") from None
 
     # --- the pipeline as DVC sees it ---------------------------------------
     # Stages are loaded once per open (parsing dvc.lock is the slow part) and
@@ -143,28 +130,15 @@ class DvcProject:
 
     # --- running a stage ----------------------------------------------------
 
-    def run(self, name: str, emit: Callable[[str], None]) -> None:
-        """Run the stage's command as ``dvc repro`` would, then record it in
-        dvc.lock and the DVC cache as ``dvc commit`` does."""
-        stage = self._stages[name]
-        env = dict(os.environ)
-        # dvc.yaml says `python`: the interpreter running this flow.
-        env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-        env.update(DVC_ROOT=self.root, DVC_STAGE=name)  # as DVC sets them
-        emit(f"> {stage.cmd}")
-        proc = subprocess.Popen(stage.cmd, shell=True, cwd=stage.wdir, env=env, text=True,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-        self._children.add(proc)
-        try:
-            for line in proc.stdout:
-                emit(line.rstrip())
-            code = proc.wait()
-        finally:
-            self._children.discard(proc)
-        if code != 0:
-            raise StageFailed(f"stage {name}: `{stage.cmd}` exited with status {code}")
+    def command(self, name: str) -> str:
+        """The stage's ``cmd``, exactly as dvc.yaml has it."""
+        return self._stages[name].cmd
+
+    def commit(self, name: str) -> None:
+        """Record the stage's current deps and outputs in dvc.lock and DVC's
+        cache, as ``dvc repro`` does after running it (``dvc commit``)."""
         with self._dvc():
+            stage = self._stages[name]
             stage.save()
             stage.commit()
             stage.dump(update_pipeline=False)
@@ -173,6 +147,49 @@ class DvcProject:
     def published(self, path: str) -> str | None:
         file = Path(self.root, path)
         return file.read_text() if file.is_file() else None
+
+
+# Stage processes started by this process, to stop them if the flow dies.
+_RUNNING: set[subprocess.Popen] = set()
+# Dask caps these at 1 in its worker processes; a stage is a whole program
+# that sizes its own thread pools, and its numbers must not depend on where
+# it ran.
+_WORKER_CAPS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+def run_command(cmd: str, root: str, stage: str, emit: Callable[[str], None]) -> None:
+    """Run a stage's command as ``dvc repro`` would: in the project root, with
+    DVC's variables set, output streamed line by line to ``emit``."""
+    env = dict(os.environ)
+    if _in_dask_worker():
+        for var in _WORKER_CAPS:
+            env.pop(var, None)
+    # dvc.yaml says `python`: the interpreter running this code.
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env.update(DVC_ROOT=root, DVC_STAGE=stage)  # as DVC sets them
+    emit(f"> {cmd}")
+    proc = subprocess.Popen(cmd, shell=True, cwd=root, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    _RUNNING.add(proc)
+    try:
+        for line in proc.stdout:
+            emit(line.rstrip())
+        code = proc.wait()
+    finally:
+        _RUNNING.discard(proc)
+    if code != 0:
+        raise StageFailed(f"stage {stage}: `{cmd}` exited with status {code}")
+
+
+def _in_dask_worker() -> bool:
+    try:
+        from distributed import get_worker
+
+        get_worker()
+    except (ImportError, ValueError):
+        return False
+    return True
 
 
 def _terminate(proc: subprocess.Popen) -> None:

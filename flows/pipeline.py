@@ -23,7 +23,7 @@ from prefect.context import TaskRunContext
 from prefect.futures import PrefectFuture, as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.dvc_project import DvcProject, prefect_dir
+from flows.dvc_project import DvcProject, prefect_dir, run_command
 
 REPORT = "data/report/report.md"
 ARTIFACT_KEY = "mnist-cnn-results"
@@ -32,15 +32,16 @@ DOWNLOAD_RETRIES = 2
 DONE = ("Completed", "Cached")
 
 
-class DvcStageCache(CachePolicy):
-    """Cache key = the stage's DVC fingerprint (see DvcProject.fingerprint).
+class StageFingerprint(CachePolicy):
+    """Cache key = the stage's DVC fingerprint, computed by the flow when it
+    submits the stage (see DvcProject.fingerprint) and passed in.
 
-    Prefect's INPUTS policy would hash the stage *name*, and TASK_SOURCE only
-    this module's text: neither sees data, params or the stage's code."""
+    Prefect's INPUTS policy over a stage *name* or TASK_SOURCE (this module's
+    text) would see neither the data, nor the params, nor the stage's code."""
 
     def compute_key(self, task_ctx: TaskRunContext, inputs: dict, flow_parameters: dict,
                     **kwargs) -> str:
-        return DvcProject.get(inputs["root"]).fingerprint(inputs["stage"])
+        return inputs["fingerprint"]
 
 
 def run_name(stage: str) -> str:
@@ -49,17 +50,19 @@ def run_name(stage: str) -> str:
     return f"{base}[{item}]" if item else base
 
 
-@task(persist_result=True, cache_result_in_memory=False, retry_delay_seconds=5)
-def run_stage(stage: str, root: str) -> dict:
-    """Bring one DVC stage up to date; returns what was done."""
+@task(persist_result=True, cache_result_in_memory=False, retry_delay_seconds=5,
+      cache_policy=StageFingerprint())
+def run_stage(stage: str, cmd: str, root: str, fingerprint: str, stale: bool) -> dict:
+    """Run one DVC stage's command unless dvc.lock already has it; returns
+    whether it ran. Needs no DVC access: it can run on any worker that sees
+    the project folder. The flow records the result in dvc.lock."""
     logger = get_run_logger()
-    project = DvcProject.get(root)
     # A cache miss is not proof of work to do: `dvc repro` may have built the
-    # stage since the last flow run. dvc.lock decides.
-    if not project.is_stale(stage):
+    # stage since the last flow run.
+    if not stale:
         logger.info("%s is up to date in dvc.lock; nothing to run", stage)
         return {"stage": stage, "ran": False}
-    project.run(stage, logger.info)
+    run_command(cmd, root, stage, logger.info)
     return {"stage": stage, "ran": True}
 
 
@@ -93,15 +96,18 @@ def pipeline(tasks: list[str] | None = None, workers: int = DEFAULT_WORKERS,
         store = prefect_dir(dvc.root)
         # Paths, not strings: Prefect reads "a/b" as a block's name.
         stage_task = run_stage.with_options(
-            cache_policy=DvcStageCache().configure(key_storage=store / "cache"),
+            cache_policy=StageFingerprint().configure(key_storage=store / "cache"),
             result_storage=store / "results",
         )
         states = _schedule(dvc, graph, wanted, stage_task, workers, logger)
 
         report = dvc.published(REPORT)
         if report is not None and states.get("report") in DONE:
-            create_markdown_artifact(key=ARTIFACT_KEY, markdown=report,
-                                     description="MNIST CNN study: final results")
+            # The figures are files beside the report; the artifact keeps the text.
+            text = report.split("\n## Figures", 1)[0]
+            create_markdown_artifact(
+                key=ARTIFACT_KEY, description="MNIST CNN study: final results",
+                markdown=f"{text}\n\nFigures: `data/report/report.html` in the project.\n")
     # Skipped (a stage waiting on an unselected, stale task) is not a failure.
     failed = {s: st for s, st in states.items() if st not in (*DONE, "Skipped")}
     if failed:
@@ -129,17 +135,18 @@ def _schedule(dvc, graph, wanted, stage_task, workers, logger) -> dict[str, str]
                 continue
             waiting.remove(stage)
             not_done = [u for u in ups if states.get(u, "Completed") not in DONE]
-            stale = [u for u in ups if u not in wanted and dvc.is_stale(u)]
-            if not_done or stale:
+            outdated = [u for u in ups if u not in wanted and dvc.is_stale(u)]
+            if not_done or outdated:
                 logger.warning("skipping %s: %s not up to date", stage,
-                               ", ".join(not_done or stale))
+                               ", ".join(not_done or outdated))
                 states[stage] = "Skipped"
                 continue
+            stale = dvc.is_stale(stage)
             futures[stage] = stage_task.with_options(
-                name=run_name(stage), task_run_name=run_name(stage),
-                refresh_cache=dvc.is_stale(stage),
+                name=run_name(stage), task_run_name=run_name(stage), refresh_cache=stale,
                 retries=DOWNLOAD_RETRIES if stage == "download" else 0,
-            ).submit(stage, dvc.root, wait_for=[futures[u] for u in ups if u in futures])
+            ).submit(stage, dvc.command(stage), dvc.root, dvc.fingerprint(stage), stale,
+                     wait_for=[futures[u] for u in ups if u in futures])
             running[futures[stage]] = stage
         if running:
             done = next(as_completed(list(running)))
@@ -148,7 +155,16 @@ def _schedule(dvc, graph, wanted, stage_task, workers, logger) -> dict[str, str]
             states[stage] = done.state.name
             if done.state.name not in DONE:
                 logger.error("%s ended %s: %s", stage, done.state.name, done.state.message)
+            elif done.state.name == "Completed" and done.result()["ran"]:
+                dvc.commit(stage)  # into dvc.lock before anything downstream starts
     return states
+
+
+def dask_runner(address: str):
+    """A task runner sending stages to the Dask scheduler at ``address``."""
+    from prefect_dask import DaskTaskRunner
+
+    return DaskTaskRunner(address=address)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -164,10 +180,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="independent stages run at once (default %(default)s)")
     parser.add_argument("--project", default=".", metavar="DIR",
                         help="project folder holding dvc.yaml (default: current folder)")
+    parser.add_argument("--dask-address", metavar="tcp://HOST:PORT",
+                        help="run the stages on this Dask cluster (prefect-dask); its "
+                        "workers must see the project folder at the same path")
     args = parser.parse_args(argv)
     if args.workers < 1:
         parser.error("--workers must be at least 1")
-    runner = ThreadPoolTaskRunner(max_workers=args.workers)
+    runner = (dask_runner(args.dask_address) if args.dask_address
+              else ThreadPoolTaskRunner(max_workers=args.workers))
     state = pipeline.with_options(task_runner=runner)(
         tasks=args.tasks, workers=args.workers, project=args.project, return_state=True)
     return 0 if state.is_completed() else 1

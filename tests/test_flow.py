@@ -205,3 +205,29 @@ def _processes() -> list[str]:
     return [Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
             for pid in os.listdir("/proc") if pid.isdigit()
             and Path(f"/proc/{pid}/cmdline").exists()]
+
+
+def test_on_a_dask_cluster_results_equal_a_local_run(tmp_path, mnist_npz, harness):
+    from distributed import LocalCluster
+
+    from flows.pipeline import dask_runner
+
+    def small(data):
+        data["data"].update(train_size=1000, test_size=300)
+        data["tasks"] = {k: {**data["tasks"][k], "epochs": 1} for k in ("task1", "task4_sgd")}
+
+    local = make_project(tmp_path / "local", mnist_npz, small)
+    remote = make_project(tmp_path / "remote", mnist_npz, small)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MNIST_NPZ", str(mnist_npz))
+        assert pipeline(project=str(local.path), return_state=True).is_completed()
+        with LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1",
+                          dashboard_address=None) as cluster:
+            assert cluster.scheduler_address.startswith("tcp://127.0.0.1:")
+            on_dask = pipeline.with_options(task_runner=dask_runner(cluster.scheduler_address))
+            state = on_dask(project=str(remote.path), return_state=True)
+            assert state.is_completed(), state.message
+    for task in ("task1", "task4_sgd"):
+        a, b = ((p.path / f"data/eval/{task}/metrics.json").read_text() for p in (local, remote))
+        assert a == b
+    assert dvc_is_clean(remote)
