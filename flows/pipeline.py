@@ -78,7 +78,8 @@ def select(graph: dict[str, list[str]], tasks: list[str] | None) -> list[str]:
     return [s for s in graph if "@" not in s or s.partition("@")[2] in tasks]
 
 
-@flow(name="mnist-cnn-study", log_prints=True)
+# Threads for task runs; how many stages do real work at once is `workers`.
+@flow(name="mnist-cnn-study", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=16))
 def pipeline(tasks: list[str] | None = None, workers: int = DEFAULT_WORKERS,
              project: str = ".") -> dict[str, str]:
     """Run the study's DVC stages as Prefect tasks; returns each stage's final state.
@@ -116,8 +117,10 @@ def pipeline(tasks: list[str] | None = None, workers: int = DEFAULT_WORKERS,
 
 
 def _schedule(dvc, graph, wanted, stage_task, workers, logger) -> dict[str, str]:
-    """Submit each stage once its upstream stages are done, at most ``workers``
-    at a time, and return each stage's final state name.
+    """Submit each stage once its upstream stages are done, and return each
+    stage's final state name. At most ``workers`` stages that have work to do
+    run at once; up-to-date ones (cached, or done by `dvc repro`) take no
+    worker and are checked off in parallel.
 
     Submitting only then lets the freshness check see the upstream's new
     outputs: a stage whose outputs were deleted or altered, or whose dvc.lock
@@ -125,13 +128,17 @@ def _schedule(dvc, graph, wanted, stage_task, workers, logger) -> dict[str, str]
     """
     states: dict[str, str] = {}
     futures: dict[str, PrefectFuture] = {}
-    running: dict[PrefectFuture, str] = {}
+    running: dict[PrefectFuture, tuple[str, bool]] = {}  # future: (stage, has work)
     waiting = list(wanted)  # dependencies first
     while waiting or running:
+        busy = {stage for stage, _ in running.values()}
+        working = sum(work for _, work in running.values())
         for stage in list(waiting):
             ups = graph[stage]
-            if len(running) >= workers or any(u in waiting or u in running.values()
-                                              for u in ups):
+            if any(u in waiting or u in busy for u in ups):
+                continue
+            stale = dvc.is_stale(stage)
+            if stale and working >= workers:
                 continue
             waiting.remove(stage)
             not_done = [u for u in ups if states.get(u, "Completed") not in DONE]
@@ -141,17 +148,18 @@ def _schedule(dvc, graph, wanted, stage_task, workers, logger) -> dict[str, str]
                                ", ".join(not_done or outdated))
                 states[stage] = "Skipped"
                 continue
-            stale = dvc.is_stale(stage)
             futures[stage] = stage_task.with_options(
                 name=run_name(stage), task_run_name=run_name(stage), refresh_cache=stale,
                 retries=DOWNLOAD_RETRIES if stage == "download" else 0,
             ).submit(stage, dvc.command(stage), dvc.root, dvc.fingerprint(stage), stale,
                      wait_for=[futures[u] for u in ups if u in futures])
-            running[futures[stage]] = stage
+            running[futures[stage]] = (stage, stale)
+            busy.add(stage)
+            working += stale
         if running:
             done = next(as_completed(list(running)))
             done.wait()  # records the final state on the future
-            stage = running.pop(done)
+            stage, _ = running.pop(done)
             states[stage] = done.state.name
             if done.state.name not in DONE:
                 logger.error("%s ended %s: %s", stage, done.state.name, done.state.message)
@@ -186,10 +194,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.workers < 1:
         parser.error("--workers must be at least 1")
-    runner = (dask_runner(args.dask_address) if args.dask_address
-              else ThreadPoolTaskRunner(max_workers=args.workers))
-    state = pipeline.with_options(task_runner=runner)(
-        tasks=args.tasks, workers=args.workers, project=args.project, return_state=True)
+    flow_ = pipeline.with_options(task_runner=dask_runner(args.dask_address)) \
+        if args.dask_address else pipeline
+    state = flow_(tasks=args.tasks, workers=args.workers, project=args.project,
+                  return_state=True)
     return 0 if state.is_completed() else 1
 
 

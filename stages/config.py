@@ -170,6 +170,9 @@ class Data(_Strict):
 
 class TrainDefaults(_Strict):
     batch_size: PositiveInt = 128
+    # mixed_bfloat16 computes in bfloat16 (variables stay float32): faster on
+    # CPUs with AVX512_BF16 or AMX, but it changes the numbers (see README).
+    precision: Literal["float32", "mixed_bfloat16"] = "float32"
 
 
 class Params(_Strict):

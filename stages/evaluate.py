@@ -12,6 +12,7 @@ import argparse
 import logging
 import statistics
 import sys
+import time
 from pathlib import Path
 
 import keras
@@ -28,10 +29,13 @@ log = logging.getLogger(__name__)
 
 
 def score(model: keras.Model, x: np.ndarray, y: np.ndarray) -> tuple[dict, np.ndarray]:
-    """Test loss and accuracy of ``model``, and its predicted classes."""
+    """Test loss and accuracy of ``model``, its predicted classes, and how
+    long that took (``seconds``)."""
+    start = time.perf_counter()
     loss, accuracy = model.evaluate(x, y, batch_size=1024, verbose=0)
     predicted = model.predict(x, batch_size=1024, verbose=0).argmax(axis=1)
-    return {"test_loss": float(loss), "test_accuracy": float(accuracy)}, predicted
+    return {"test_loss": float(loss), "test_accuracy": float(accuracy),
+            "seconds": time.perf_counter() - start}, predicted
 
 
 def summarize(per_seed: dict[int, dict]) -> dict:

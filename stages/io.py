@@ -17,10 +17,18 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
+def _split(dest: Path) -> tuple[str, str]:
+    """``epoch-3.weights.h5`` -> (``epoch-3``, ``.weights.h5``): temporaries keep
+    every suffix (Keras insists on ``.keras`` and ``.weights.h5``)."""
+    suffix = "".join(dest.suffixes)
+    return dest.name[: len(dest.name) - len(suffix)] or dest.name, suffix
+
+
 def _clear_leftovers(dest: Path) -> None:
     """Remove temporaries a killed earlier attempt left beside ``dest``. Safe:
     DVC's lock (or the flow's) admits one writer per output at a time."""
-    for old in dest.parent.glob(f".{dest.stem}.*.tmp*"):
+    stem, _ = _split(dest)
+    for old in dest.parent.glob(f".{stem}.*.tmp*"):
         shutil.rmtree(old) if old.is_dir() else old.unlink(missing_ok=True)
 
 
@@ -34,8 +42,8 @@ def atomic_path(dest: str | Path) -> Iterator[Path]:
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     _clear_leftovers(dest)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.stem}.",
-                               suffix=f".tmp{dest.suffix}")
+    stem, suffix = _split(dest)
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{stem}.", suffix=f".tmp{suffix}")
     os.close(fd)
     tmp = Path(tmp)
     os.chmod(tmp, 0o666 & ~_UMASK)

@@ -41,6 +41,9 @@ log = logging.getLogger(__name__)
 
 STATE_ROOT = Path(".train_state")
 BACKUP = "backup"
+# At most this many batches per call into TensorFlow (less Python overhead
+# per step; see steps_per_execution).
+MAX_STEPS_PER_EXECUTION = 32
 
 
 def set_determinism(seed: int) -> None:
@@ -85,10 +88,51 @@ class EpochTimer(keras.callbacks.Callback):
 
 
 class Backup(keras.callbacks.BackupAndRestore):
+    """BackupAndRestore whose checkpoint survives a kill at any moment.
+
+    Keras writes the weights, then the epoch number, in place: a SIGKILL while
+    saving leaves a torn weights file or a pair from different epochs (seen in
+    tests/test_faults.py). Here a checkpoint is one file named after its
+    epoch, written beside and renamed into place; older ones are removed after.
+    """
+
+    def _checkpoints(self) -> list[tuple[int, Path]]:
+        found = [(int(p.name.split("-")[1].split(".")[0]), p)
+                 for p in Path(self.backup_dir).glob("epoch-*.weights.h5")]
+        return sorted(found)
+
     def completed_epochs(self) -> int:
         """Epochs the saved state has completed (0 if there is none)."""
-        meta = Path(self._training_metadata_path)
-        return json.loads(meta.read_text())["epoch"] if meta.is_file() else 0
+        found = self._checkpoints()
+        return found[-1][0] if found else 0
+
+    def _save_model(self):
+        dest = Path(self.backup_dir) / f"epoch-{self._current_epoch:04d}.weights.h5"
+        with atomic_path(dest) as tmp:  # weights and optimizer state
+            self.model.save_weights(tmp, overwrite=True)
+        for _, old in self._checkpoints()[:-1]:
+            old.unlink(missing_ok=True)
+
+    def _load_model(self):
+        if not self._checkpoints():
+            return
+        epoch, path = self._checkpoints()[-1]
+        if not self.model.optimizer.built:
+            self.model.optimizer.build(self.model.trainable_variables)
+        self.model.load_weights(path)
+        self.model._initial_epoch = epoch
+
+    def on_train_begin(self, logs=None):
+        self._load_model()
+
+
+def steps_per_execution(steps_per_epoch: int) -> int:
+    """The largest divisor of ``steps_per_epoch`` up to MAX_STEPS_PER_EXECUTION.
+
+    The input runs epoch after epoch without a break, so a call must never
+    straddle two epochs: with a divisor the arithmetic, the per-epoch logs and
+    the checkpoints are exactly those of one step per call."""
+    return max(d for d in range(1, MAX_STEPS_PER_EXECUTION + 1) if steps_per_epoch % d == 0)
 
 
 def rewind_log(live_dir: Path, epochs: int) -> None:
@@ -105,8 +149,10 @@ def train_one(name: str, params: Params, seed: int, x, y, work: Path) -> keras.M
     Resumes from ``work`` if an earlier attempt was interrupted."""
     task = params.task(name)
     batch_size = params.batch_size(name)
+    steps = math.ceil(len(x) / batch_size)
+    keras.utils.clear_session()  # fresh layer names: same model file from any process
     set_determinism(seed)
-    model = compile_model(name, task)
+    model = compile_model(name, task, params.train.precision, steps_per_execution(steps))
     backup = Backup(str(work / BACKUP))
     start = backup.completed_epochs()
     if start:
@@ -116,7 +162,7 @@ def train_one(name: str, params: Params, seed: int, x, y, work: Path) -> keras.M
                 report=None)
     live.step = start  # dvclive's own resume guesses from its summary; we know
     model.fit(training_data(x, y, batch_size, seed, start, task.epochs), shuffle=False,
-              epochs=task.epochs, steps_per_epoch=math.ceil(len(x) / batch_size), verbose=2,
+              epochs=task.epochs, steps_per_epoch=steps, verbose=2,
               # dvclive logs before the backup is taken: see rewind_log.
               callbacks=[EpochTimer(), DVCLiveCallback(live=live), backup])
     with atomic_path(work / MODEL) as tmp:  # its presence means "this seed is done"
@@ -129,6 +175,7 @@ def effective_config(name: str, params: Params, model, n_images: int) -> dict:
         "task": name,
         "spec": params.task(name).model_dump(mode="json"),
         "batch_size": params.batch_size(name),
+        "precision": params.train.precision,
         "seeds": params.seed_list,
         "train_images": n_images,
         "param_count": model.count_params(),
@@ -143,7 +190,8 @@ def _fingerprint(name: str, params: Params, data: Path) -> str:
     """What an interrupted attempt must share with this one to be resumed."""
     h = hashlib.sha256(json.dumps({
         "spec": params.task(name).model_dump(mode="json"),
-        "batch_size": params.batch_size(name), "seeds": params.seed_list,
+        "batch_size": params.batch_size(name), "train": params.train.model_dump(),
+        "seeds": params.seed_list,
         "keras": keras.__version__, "tensorflow": tf.__version__}, sort_keys=True).encode())
     for file in (data / "train.npz", Path(__file__), Path(__file__).with_name("models.py")):
         with open(file, "rb") as fh:

@@ -152,21 +152,24 @@ def test_resume_after_kill_equals_an_uninterrupted_run(built, tmp_path):
     built.run(sys.executable, "-m", "stages.train", "task2", "--data", "data/prepared",
               "--out", str(reference), "--state", str(tmp_path / "state"))
 
-    metadata = built.path / ".train_state/task2/seed_42/backup/training_metadata.json"
+    backup = built.path / ".train_state/task2/seed_42/backup"
 
     def epochs_done() -> int:
-        return json.loads(metadata.read_text())["epoch"] if metadata.is_file() else 0
+        """The latest complete checkpoint (stages.train.Backup)."""
+        return max((int(p.name[6:10]) for p in backup.glob("epoch-*.weights.h5")), default=0)
 
     # Stop it after epoch 1 (SIGTERM), resume, stop it again after epoch 2
-    # (SIGKILL), then let it finish.
+    # (SIGKILL, possibly while it writes a checkpoint), then let it finish.
     for sig, epoch in ((signal.SIGTERM, 1), (signal.SIGKILL, 2)):
         proc = start(built, sys.executable, "-m", "dvc", "repro", "train@task2")
         wait_for(lambda epoch=epoch: epochs_done() >= epoch)
         kill(proc, sig)
-        assert epochs_done() == epoch
+        assert epochs_done() in (epoch, epoch + 1)
         assert "train@task2" in stale(built)
+    done = epochs_done()
     proc = built.dvc("repro", "train@task2")
-    assert "resuming after epoch 2 of 3" in proc.stderr
+    if done < 3:
+        assert f"resuming after epoch {done} of 3" in proc.stderr
 
     resumed = built.path / "data/models/task2/seed_42"
     a = keras.models.load_model(reference / "seed_42/model.keras").get_weights()

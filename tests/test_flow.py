@@ -194,17 +194,25 @@ def test_sigterm_crashes_the_flow_and_the_next_run_reuses_finished_steps(project
     with get_client(sync_client=True) as client:
         (last,) = client.read_flow_runs(limit=1, sort=FlowRunSort.START_TIME_DESC)
     assert last.state.name == "Crashed"
-    # No stage process outlives the flow; the lock is free again.
-    assert not any("stages.train" in p for p in _processes())
+    # No stage process of this project outlives the flow.
+    assert not _stage_processes_in(project.path)
     # Stages run task by task: task1's were done, task2's training was not.
     assert not_cached(project.flow()) == {"train[task2]", "evaluate[task2]", "report"}
     assert dvc_is_clean(project)
 
 
-def _processes() -> list[str]:
-    return [Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-            for pid in os.listdir("/proc") if pid.isdigit()
-            and Path(f"/proc/{pid}/cmdline").exists()]
+def _stage_processes_in(folder: Path) -> list[str]:
+    """Command lines of the `python -m stages.*` processes working in ``folder``."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            cwd = os.readlink(f"/proc/{pid}/cwd")
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+        if "-m stages." in cmd and Path(cwd) == folder:
+            found.append(cmd)
+    return found
 
 
 def test_on_a_dask_cluster_results_equal_a_local_run(tmp_path, mnist_npz, harness):
