@@ -13,7 +13,7 @@ UI_URL := http://127.0.0.1:$(PREFECT_PORT)
 # No telemetry: it fails without a network and slows the server's start.
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: install run flow test check-params compare lint ui ui-stop clean
+.PHONY: install run flow test check-params compare bench lint ui ui-stop clean
 
 install: $(STAMP)
 
@@ -38,8 +38,11 @@ check-params: install  ## validate params.yaml, listing every problem
 compare: install  ## experiments side by side: changed params, accuracy/loss per task
 	python -m tools.compare
 
+bench: install  ## benchmarks/results.md (about 25 minutes; not part of the tests)
+	python -m benchmarks.run
+
 lint: install
-	ruff check stages flows tools tests
+	ruff check stages flows tools tests benchmarks
 
 ui: install  ## a local Prefect server (SQLite) with its UI, in the background
 	prefect server start --host 127.0.0.1 --port $(PREFECT_PORT) --background > /dev/null
