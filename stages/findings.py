@@ -51,6 +51,15 @@ def _learns(df: pd.DataFrame, task: str) -> bool:
     return df.loc[task, "accuracy"] >= NOT_LEARNING
 
 
+def _better(claim: str, text: str, gain: float, need: float) -> Finding:
+    """Verdict on "A beats B" from A's accuracy gain over B and the noise margin."""
+    if gain > need:
+        return Finding(claim, "holds", text)
+    if abs(gain) <= need:
+        return Finding(claim, "within noise", text + f" The difference is within ±{need:.3f}.")
+    return Finding(claim, "does not hold", text)
+
+
 def deep_sigmoid_stops_learning(df: pd.DataFrame) -> Finding:
     claim = "Sigmoid conv stacks deeper than two layers stop learning"
     tasks = ("task2_one_conv", "task2", "task2_three_conv")
@@ -83,11 +92,7 @@ def schedule_rescues_task2(df: pd.DataFrame) -> Finding:
     if stuck:
         text += (f" In {stuck} of {len(runs)} run(s) task3 did not learn at all "
                  f"(accuracy below {NOT_LEARNING:.2f}): the large initial rate is fragile.")
-    if gain > need:
-        return Finding(claim, "holds", text)
-    if abs(gain) <= need:
-        return Finding(claim, "within noise", text + f" The difference is within ±{need:.3f}.")
-    return Finding(claim, "does not hold", text)
+    return _better(claim, text, gain, need)
 
 
 def relu_beats_sigmoid(df: pd.DataFrame, curves: pd.DataFrame | None = None) -> Finding:
@@ -105,11 +110,7 @@ def relu_beats_sigmoid(df: pd.DataFrame, curves: pd.DataFrame | None = None) -> 
         if {"task4_sgd", sigmoid} <= set(first.index):
             text += (f" After one epoch the training accuracy is {first['task4_sgd']:.3f} "
                      f"against {first[sigmoid]:.3f}.")
-    if gain > need:
-        return Finding(claim, "holds", text)
-    if abs(gain) <= need:
-        return Finding(claim, "within noise", text + f" The difference is within ±{need:.3f}.")
-    return Finding(claim, "does not hold", text)
+    return _better(claim, text, gain, need)
 
 
 def pooling_was_never_applied(df: pd.DataFrame) -> Finding:
