@@ -11,6 +11,7 @@ import os
 import shutil
 import signal
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,7 @@ from prefect.client.schemas.sorting import FlowRunSort
 from prefect.settings import PREFECT_API_URL
 from prefect.testing.utilities import prefect_test_harness
 
-from flows.pipeline import ARTIFACT_KEY, pipeline
+from flows.pipeline import ARTIFACT_KEY, pipeline, run_name
 from tests.conftest import TASKS, finish, make_project, snapshot, start, wait_for
 
 pytestmark = pytest.mark.slow
@@ -49,10 +50,18 @@ def run_flow(project, **params) -> dict[str, str]:
     """Run the flow; return {task run name: final state name}, read from the API."""
     state = pipeline(project=str(project.path), return_state=True, **params)
     assert state.is_completed(), state.message
-    with get_client(sync_client=True) as client:
-        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(
-            id=FlowRunFilterId(any_=[state.state_details.flow_run_id])))
-    return {run.name: run.state.name for run in runs}
+    expected = {run_name(s) for s, st in state.result().items() if st != "Skipped"}
+    # Task-run states reach the server as events, recorded asynchronously:
+    # wait until every task run the flow started has its final state there.
+    deadline = time.monotonic() + 60
+    while True:
+        with get_client(sync_client=True) as client:
+            runs = client.read_task_runs(flow_run_filter=FlowRunFilter(
+                id=FlowRunFilterId(any_=[state.state_details.flow_run_id])))
+        states = {run.name: run.state.name for run in runs if run.state.is_final()}
+        if set(states) >= expected or time.monotonic() > deadline:
+            return states
+        time.sleep(0.2)
 
 
 def not_cached(states: dict[str, str]) -> set[str]:
