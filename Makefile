@@ -38,8 +38,9 @@ check-params: install  ## validate params.yaml, listing every problem
 compare: install  ## experiments side by side: changed params, accuracy/loss per task
 	python -m tools.compare
 
-bench: install  ## benchmarks/results.md (about 25 minutes; not part of the tests)
+bench: install  ## benchmarks/results.md, accuracy.md (about 35 minutes; not part of the tests)
 	python -m benchmarks.run
+	python -m benchmarks.accuracy task4_sgd
 
 lint: install
 	ruff check stages flows tools tests benchmarks

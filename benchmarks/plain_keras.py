@@ -32,6 +32,17 @@ class Timer(keras.callbacks.Callback):
         self.seconds.append(time.perf_counter() - self._start)
 
 
+def train_plain(name: str, task, x, y, epochs: int, seed: int) -> tuple[keras.Model, Timer]:
+    """The notebook's way: seed, build, compile, ``fit`` on the arrays."""
+    keras.utils.set_random_seed(seed)
+    model = build_model(name, task)
+    model.compile(optimizer=build_optimizer(task.optimizer), loss="categorical_crossentropy",
+                  metrics=["accuracy"])
+    timer = Timer()
+    model.fit(x, y, batch_size=128, epochs=epochs, verbose=0, callbacks=[timer])
+    return model, timer
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("task")
@@ -43,12 +54,7 @@ def main(argv: list[str] | None = None) -> None:
     task = load_params(args.params).task(args.task)
     x, y = load_split(args.data, "train")
     x_test, y_test = load_split(args.data, "test")
-    keras.utils.set_random_seed(args.seed)
-    model = build_model(args.task, task)
-    model.compile(optimizer=build_optimizer(task.optimizer), loss="categorical_crossentropy",
-                  metrics=["accuracy"])
-    timer = Timer()
-    model.fit(x, y, batch_size=128, epochs=args.epochs, verbose=0, callbacks=[timer])
+    model, timer = train_plain(args.task, task, x, y, args.epochs, args.seed)
     loss, accuracy = model.evaluate(x_test, y_test, batch_size=1024, verbose=0)
     print(json.dumps({"task": args.task, "images": len(x), "epoch_seconds": timer.seconds,
                       "test_loss": loss, "test_accuracy": accuracy}))

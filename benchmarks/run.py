@@ -266,8 +266,11 @@ def render(machine: dict, tput: pd.DataFrame | None, over: dict | None, whole: d
                   "*plain*: `model.fit(x, y, batch_size=128)` on NumPy arrays, as the "
                   "notebook; *pipeline*: the train stage (`python -m stages.train`) with the "
                   "default params; *bf16*: the same with `train.precision: mixed_bfloat16`. "
-                  "Accuracy: full test set after the same epochs. Required ratio ≥ 1.0, "
-                  "target ≥ 1.3.", "",
+                  "Accuracy: full test set after the same epochs, one seed (42); a few "
+                  "epochs of SGD differ by several points from seed to seed and order to "
+                  "order, so [accuracy.md](accuracy.md) (`python -m benchmarks.accuracy`, "
+                  "also run by `make bench`) compares plain and pipeline over ten seeds. "
+                  "Required ratio ≥ 1.0, target ≥ 1.3.", "",
                   "| task | plain img/s | pipeline img/s | ratio | bf16 img/s | bf16 ratio "
                   "| GFLOP/s plain / pipeline / bf16 | % of float32 peak (pipeline) "
                   "| test acc plain / pipeline / bf16 |",
