@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> None:
         f"--train-size {args.train_size} --epochs {args.epochs}`: {args.train_size:,} "
         f"training images, {args.epochs} epochs, the full test set. *plain*: the notebook's "
         "`model.fit(x, y, batch_size=128)`; *pipeline*: the train stage's `train_one`. "
-        "Each seed gives both the same initial weights; the data order differs.",
+        "Both start from `keras.utils.set_random_seed(seed)`; their data orders differ.",
         "",
         "| seed | plain | pipeline |",
         "|---|---|---|",
