@@ -28,6 +28,8 @@ from dvc.lock import LockError
 from dvc.repo import Repo, lock_repo
 from dvc.stage.serialize import to_pipeline_file
 
+from stages.io import atomic_path
+
 log = logging.getLogger(__name__)
 
 
@@ -62,6 +64,7 @@ class DvcProject:
         os.chdir(self.root)
         self._patches = contextlib.ExitStack()
         self._patches.enter_context(_params_parsed_once())
+        self._patches.enter_context(_atomic_dvc_writes())
         self.repo = Repo(self.root)
         self._lock = lock_repo(self.repo)
         try:
@@ -152,6 +155,35 @@ class DvcProject:
     def published(self, path: str) -> str | None:
         file = Path(self.root, path)
         return file.read_text() if file.is_file() else None
+
+
+@contextlib.contextmanager
+def _atomic_dvc_writes():
+    """Make DVC's writes of dvc.lock atomic while the flow works.
+
+    DVC rewrites dvc.lock in place (open with truncation, then dump): a flow
+    stopped during the write (SIGTERM raises inside the flow) left it cut
+    short, and every stage after the cut looked stale. Written beside and
+    renamed, it is the old file or the new one."""
+    from dvc.utils.serialize import _common, _yaml
+
+    original = _common._dump_data
+
+    def dump_data(path, data, dumper, fs=None, **dumper_args):
+        if fs is not None and getattr(fs, "protocol", None) != "local":
+            return original(path, data, dumper, fs=fs, **dumper_args)
+        with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fd:
+            dumper(data, fd, **dumper_args)
+        return None
+
+    modules = (_common, _yaml)  # _yaml imported the name: patch both
+    for module in modules:
+        module._dump_data = dump_data
+    try:
+        yield
+    finally:
+        for module in modules:
+            module._dump_data = original
 
 
 @contextlib.contextmanager

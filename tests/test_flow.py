@@ -15,12 +15,15 @@ import time
 from pathlib import Path
 
 import pytest
+from dvc.utils.serialize import modify_yaml
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.client.schemas.sorting import FlowRunSort
 from prefect.settings import PREFECT_API_URL
 from prefect.testing.utilities import prefect_test_harness
+from ruamel.yaml.representer import RepresenterError
 
+from flows.dvc_project import DvcProject
 from flows.pipeline import ARTIFACT_KEY, pipeline, run_name
 from tests.conftest import TASKS, finish, make_project, snapshot, start, wait_for
 
@@ -58,7 +61,7 @@ def run_flow(project, **params) -> dict[str, str]:
         with get_client(sync_client=True) as client:
             runs = client.read_task_runs(flow_run_filter=FlowRunFilter(
                 id=FlowRunFilterId(any_=[state.state_details.flow_run_id])))
-        states = {run.name: run.state.name for run in runs if run.state.is_final()}
+        states = {run.name: run.state.name for run in runs if run.state and run.state.is_final()}
         if set(states) >= expected or time.monotonic() > deadline:
             return states
         time.sleep(0.2)
@@ -182,10 +185,22 @@ def test_flow_beside_a_running_dvc_repro_stops_with_a_clear_message(project):
     assert dvc_is_clean(project)
 
 
+def test_a_dvc_lock_write_stopped_midway_leaves_the_previous_file(project):
+    # DVC itself truncates dvc.lock, then writes: an exception in between (a
+    # SIGTERM in the flow raises one) left it empty or cut short.
+    lock = project.path / "dvc.lock"
+    before = lock.read_text()
+    with (DvcProject(str(project.path)), pytest.raises(RepresenterError),
+          modify_yaml(lock) as data):
+        data["stages"]["unwritable"] = object()  # fails partway through the dump
+    assert lock.read_text() == before
+    assert not list(project.path.glob(".dvc.*"))  # no leftover temporary
+
+
 def test_sigterm_crashes_the_flow_and_the_next_run_reuses_finished_steps(project):
     def edit(data):
         data["tasks"]["task1"]["optimizer"]["learning_rate"] = 0.04
-        data["tasks"]["task2"]["epochs"] = 3
+        data["tasks"]["task2"]["epochs"] = 8  # still training when SIGTERM comes
 
     project.edit_params(edit)
     config = project.path / "data/models/task1/config.json"
