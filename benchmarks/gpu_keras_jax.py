@@ -24,33 +24,19 @@ import jax
 import keras
 import numpy as np
 
+from benchmarks.plain_keras import train_plain
 from stages.config import load_params
 from stages.mnist import prepare, read_raw
-from stages.models import compile_model
 
 jax.config.update("jax_default_matmul_precision", "highest")
 
 
-class EpochTimes(keras.callbacks.Callback):
-    def on_epoch_begin(self, epoch, logs=None):
-        self.start = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.seconds.append(time.perf_counter() - self.start)
-
-    def on_train_begin(self, logs=None):
-        self.seconds = []
-
-
-def train(name, task, seed, x, y, xt, yt, batch_size):
-    keras.utils.set_random_seed(seed)
-    model = compile_model(name, task)
-    timer = EpochTimes()
-    hist = model.fit(x, y, batch_size=batch_size, epochs=task.epochs, verbose=0,
-                     callbacks=[timer])
+def train(name, task, seed, x, y, xt, yt):
+    model, timer = train_plain(name, task, x, y, task.epochs, seed)
     loss, acc = model.evaluate(xt, yt, batch_size=1000, verbose=0)
     return {"task": name, "seed": seed, "test_accuracy": float(acc), "test_loss": float(loss),
-            "epoch_seconds": timer.seconds, "train_accuracy": hist.history["accuracy"]}
+            "epoch_seconds": timer.seconds,
+            "train_accuracy": model.history.history["accuracy"]}
 
 
 def main() -> None:
@@ -72,7 +58,7 @@ def main() -> None:
         if time.monotonic() - start > args.budget:
             break
         for name, task in params.tasks.items():
-            run = train(name, task, int(seed), x, y, xt, yt, params.batch_size(name))
+            run = train(name, task, int(seed), x, y, xt, yt)
             out["runs"].append(run)
             print(json.dumps({k: v for k, v in run.items() if k != "train_accuracy"}),
                   flush=True)

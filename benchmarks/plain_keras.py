@@ -18,7 +18,7 @@ import keras
 
 from stages.config import load_params
 from stages.mnist import load_split
-from stages.models import build_model, build_optimizer
+from stages.models import compile_model
 
 
 class Timer(keras.callbacks.Callback):
@@ -35,9 +35,7 @@ class Timer(keras.callbacks.Callback):
 def train_plain(name: str, task, x, y, epochs: int, seed: int) -> tuple[keras.Model, Timer]:
     """The notebook's way: seed, build, compile, ``fit`` on the arrays."""
     keras.utils.set_random_seed(seed)
-    model = build_model(name, task)
-    model.compile(optimizer=build_optimizer(task.optimizer), loss="categorical_crossentropy",
-                  metrics=["accuracy"])
+    model = compile_model(name, task)  # the notebook's compile: one step per call
     timer = Timer()
     model.fit(x, y, batch_size=128, epochs=epochs, verbose=0, callbacks=[timer])
     return model, timer

@@ -158,6 +158,21 @@ class DvcProject:
 
 
 @contextlib.contextmanager
+def _replaced(module, name: str, value):
+    """``module.name`` is ``value`` inside the block; restored after."""
+    original = getattr(module, name)
+    setattr(module, name, value)
+    try:
+        yield original
+    finally:
+        setattr(module, name, original)
+
+
+def _is_local(fs) -> bool:
+    return getattr(fs, "protocol", None) == "local"
+
+
+@contextlib.contextmanager
 def _atomic_dvc_writes():
     """Make DVC's writes of dvc.lock atomic while the flow works.
 
@@ -170,20 +185,15 @@ def _atomic_dvc_writes():
     original = _common._dump_data
 
     def dump_data(path, data, dumper, fs=None, **dumper_args):
-        if fs is not None and getattr(fs, "protocol", None) != "local":
+        if fs is not None and not _is_local(fs):
             return original(path, data, dumper, fs=fs, **dumper_args)
         with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fd:
             dumper(data, fd, **dumper_args)
         return None
 
-    modules = (_common, _yaml)  # _yaml imported the name: patch both
-    for module in modules:
-        module._dump_data = dump_data
-    try:
+    # _yaml imported the name from _common: replace it in both.
+    with _replaced(_common, "_dump_data", dump_data), _replaced(_yaml, "_dump_data", dump_data):
         yield
-    finally:
-        for module in modules:
-            module._dump_data = original
 
 
 @contextlib.contextmanager
@@ -200,7 +210,7 @@ def _params_parsed_once():
     parsed: dict = {}
 
     def load_path(path, fs, **kwargs):
-        if getattr(fs, "protocol", None) != "local":
+        if not _is_local(fs):
             return original(path, fs, **kwargs)
         stat = os.stat(path)
         key = (path, stat.st_mtime_ns, stat.st_size, tuple(sorted(kwargs.items())))
@@ -208,11 +218,8 @@ def _params_parsed_once():
             parsed[key] = original(path, fs, **kwargs)
         return copy.deepcopy(parsed[key])
 
-    param.load_path = load_path
-    try:
+    with _replaced(param, "load_path", load_path):
         yield
-    finally:
-        param.load_path = original
 
 
 # Stage processes started by this process, to stop them if the flow dies.

@@ -122,9 +122,10 @@ class Backup(keras.callbacks.BackupAndRestore):
             old.unlink(missing_ok=True)
 
     def _load_model(self):
-        if not self._checkpoints():
+        found = self._checkpoints()
+        if not found:
             return
-        epoch, path = self._checkpoints()[-1]
+        epoch, path = found[-1]
         if not self.model.optimizer.built:
             self.model.optimizer.build(self.model.trainable_variables)
         self.model.load_weights(path)
