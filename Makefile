@@ -3,6 +3,14 @@ PYTHON ?= python3.11
 VENV   ?= .venv
 BIN    := $(abspath $(VENV))/bin
 STAMP  := $(VENV)/.installed
+# uv installs uv.lock. It is pinned itself, by version and by the hash of its
+# Linux x86-64 wheel, and pip puts it beside the environment (.venv/bin/uv).
+UV_VERSION := 0.13.9
+UV_SHA256  := d7f459fe4fd247d830351c75686d3996ace3c6f3f728eb0e85a30b7ada0cef19
+UV_HOME    := $(abspath $(VENV))/uv-$(UV_VERSION)
+UV         := $(UV_HOME)/bin/uv
+# The interpreter that makes .venv, looked up before .venv/bin joins PATH below.
+PYTHON_BIN := $(shell command -v $(PYTHON))
 
 # Stage commands in dvc.yaml run `python`: make it this project's.
 export PATH := $(BIN):$(PATH)
@@ -17,11 +25,25 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+# Exactly what uv.lock lists (anything else is removed), this project editable.
+# Stops if uv.lock is stale against pyproject.toml.
+$(STAMP): pyproject.toml uv.lock $(UV)
+	@$(UV) lock --check --offline --quiet 2>/dev/null || { echo "uv.lock does not match \
+	pyproject.toml: run 'make lock', then commit uv.lock ('$(VENV)/bin/uv lock --check' says why)" >&2; exit 1; }
+	UV_PROJECT_ENVIRONMENT=$(abspath $(VENV)) $(UV) sync --locked --extra dev --compile-bytecode --quiet
 	touch $@
+
+$(UV):
+	@test -n "$(PYTHON_BIN)" || { echo "$(PYTHON) not found: make needs Python 3.11" >&2; exit 1; }
+	test -f $(VENV)/pyvenv.cfg || $(PYTHON_BIN) -m venv --without-pip $(VENV)
+	echo 'uv==$(UV_VERSION) --hash=sha256:$(UV_SHA256)' | PIP_ROOT_USER_ACTION=ignore \
+	  $(PYTHON_BIN) -m pip install --quiet --disable-pip-version-check --no-deps --require-hashes \
+	  --target $(UV_HOME) -r /dev/stdin
+	ln -sf $@ $(BIN)/uv
+
+.PHONY: lock
+lock: $(UV)  ## re-resolve uv.lock after editing pyproject.toml (other pins stay as they are)
+	$(UV) lock
 
 run: install  ## the whole pipeline; reruns only what changed
 	dvc repro
