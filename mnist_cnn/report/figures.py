@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from stages.config import NUM_CLASSES
+from mnist_cnn.dataset import NUM_CLASSES
 
 OURS, THEIRS = "#1f77b4", "#bbbbbb"
 

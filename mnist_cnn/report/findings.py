@@ -13,8 +13,8 @@ from typing import NamedTuple
 
 import pandas as pd
 
-from stages.config import NUM_CLASSES
-from stages.notebook import NOTEBOOK, TASK2_RERUN
+from mnist_cnn.dataset import NUM_CLASSES
+from mnist_cnn.report.notebook import NOTEBOOK, TASK2_RERUN
 
 CHANCE = 1 / NUM_CLASSES
 NOT_LEARNING = 2 * CHANCE  # below this a classifier has learned (almost) nothing
@@ -141,6 +141,14 @@ def pooling_was_never_applied(df: pd.DataFrame) -> Finding:
     return Finding(claim, "does not hold" if same else "not tested", text)
 
 
+def notebook_inside_runs(row) -> bool | None:
+    """Whether the notebook's accuracy lies within the range of our seeds' runs
+    (None: the notebook has no such task)."""
+    if pd.isna(row.nb_accuracy):
+        return None
+    return min(row.accuracy_runs) <= row.nb_accuracy <= max(row.accuracy_runs)
+
+
 def notebook_noise(df: pd.DataFrame) -> Finding:
     claim = "The notebook's figures are single runs"
     text = (f"The notebook trained task2's model twice for 5 epochs and got "
@@ -149,10 +157,9 @@ def notebook_noise(df: pd.DataFrame) -> Finding:
     if multi.empty:
         return Finding(claim, "not tested", text + " Ours are single runs too: set `seeds` "
                        "in params.yaml to 3 or more to measure the spread.")
-    inside = [t for t, r in multi.iterrows() if not pd.isna(r.nb_accuracy)
-              and min(r.accuracy_runs) <= r.nb_accuracy <= max(r.accuracy_runs)]
-    outside = [t for t, r in multi.iterrows() if not pd.isna(r.nb_accuracy)
-               and t not in inside]
+    verdicts = {t: notebook_inside_runs(r) for t, r in multi.iterrows()}
+    inside = [t for t, v in verdicts.items() if v is True]
+    outside = [t for t, v in verdicts.items() if v is False]
     text += (f" Over our {int(multi.seeds.max())} seeds the notebook's figure lies inside "
              f"the range of our runs for {len(inside)} task(s)"
              + (f" ({', '.join(inside)})" if inside else "")

@@ -1,4 +1,4 @@
-"""Atomic file output: a stage killed at any moment leaves the previous file or
+"""Atomic file output: a process killed at any moment leaves the previous file or
 none, never a truncated one that DVC or the next stage would take as valid."""
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ def _split(dest: Path) -> tuple[str, str]:
 
 def _clear_leftovers(dest: Path) -> None:
     """Remove temporaries a killed earlier attempt left beside ``dest``. Safe:
-    DVC's lock (or the flow's) admits one writer per output at a time."""
+    one writer per output at a time (the stage lock, mnist_cnn.cli.runner)."""
     stem, _ = _split(dest)
     for old in dest.parent.glob(f".{stem}.*.tmp*"):
         shutil.rmtree(old) if old.is_dir() else old.unlink(missing_ok=True)
@@ -36,8 +36,8 @@ def _clear_leftovers(dest: Path) -> None:
 def atomic_path(dest: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``dest``; on success rename it over ``dest``.
 
-    The temporary name keeps ``dest``'s suffix (Keras insists on ``.keras``) and
-    lives in the same folder, so the final ``os.replace`` is atomic.
+    The temporary name keeps ``dest``'s suffix and lives in the same folder, so
+    the final ``os.replace`` is atomic.
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -66,7 +66,7 @@ def atomic_dir(dest: str | Path) -> Iterator[Path]:
     os.chmod(tmp, 0o777 & ~_UMASK)
     try:
         yield tmp
-        old = dest.with_name(f".{dest.name}.old")
+        old = dest.with_name(f".{dest.name}.old.tmp")
         shutil.rmtree(old, ignore_errors=True)
         if dest.exists():
             os.replace(dest, old)
@@ -76,10 +76,34 @@ def atomic_dir(dest: str | Path) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def atomic_files(dest: str | Path) -> Iterator[Path]:
+    """Yield a temporary folder; on success move each file in it into ``dest``,
+    one atomic rename per file.
+
+    For a folder that holds several outputs beside files the stage does not own
+    (the ``.gitignore`` DVC keeps there): replacing the whole folder would drop
+    them.
+    """
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    _clear_leftovers(dest)
+    staging = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp"))
+    try:
+        yield staging
+        for file in sorted(p for p in staging.rglob("*") if p.is_file()):
+            target = dest / file.relative_to(staging)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.chmod(file, 0o666 & ~_UMASK)
+            os.replace(file, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
 def write_text(dest: str | Path, text: str) -> None:
     with atomic_path(dest) as tmp:
         tmp.write_text(text)
 
 
 def write_json(dest: str | Path, data: Any) -> None:
-    write_text(dest, json.dumps(data, indent=2, sort_keys=False) + "\n")
+    write_text(dest, json.dumps(data, indent=2) + "\n")

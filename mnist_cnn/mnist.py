@@ -1,27 +1,23 @@
-"""MNIST as files: the raw Keras ``mnist.npz`` and the prepared splits.
-
-The one place that knows the arrays' names, shapes, dtypes and content hashes,
-and the notebook's preprocessing (28x28x1, /255, one-hot).
-"""
+"""The raw MNIST file (Keras' ``mnist.npz``: layout, content hashes) and the
+``preprocess`` stage's core, which turns it into the prepared splits."""
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
-from stages.config import IMAGE_SHAPE, NUM_CLASSES
-from stages.io import atomic_path
+from mnist_cnn.dataset import IMAGE_SHAPE, NUM_CLASSES, SPLIT_SIZES, DataError, prepare, save_split
+from mnist_cnn.io import atomic_dir
+
+log = logging.getLogger(__name__)
 
 # Layout of keras.datasets.mnist's cache file.
-RAW_LAYOUT = {
-    "x_train": ((60000, 28, 28), np.uint8),
-    "y_train": ((60000,), np.uint8),
-    "x_test": ((10000, 28, 28), np.uint8),
-    "y_test": ((10000,), np.uint8),
-}
+RAW_LAYOUT = {f"{kind}_{split}": ((n, *IMAGE_SHAPE[:2]) if kind == "x" else (n,), np.uint8)
+              for split, n in SPLIT_SIZES.items() for kind in ("x", "y")}
 
 # sha256 of each array's raw bytes (C order). Verifying arrays rather than the
 # file accepts any faithful copy (the zip container of copies differs byte-wise).
@@ -32,12 +28,6 @@ RAW_SHA256 = {
     "y_test": "ddeff807876a9661a1110d45c266c86239a3a1b7d37da0c3716a7a683c852ff5",
 }
 
-SPLITS = ("train", "test")
-
-
-class DataError(ValueError):
-    """A data file is missing, unreadable, or not what it should be."""
-
 
 def read_raw(path: str | Path, source: str | None = None) -> dict[str, np.ndarray]:
     """Read a Keras-layout ``mnist.npz`` and check its structure.
@@ -47,10 +37,9 @@ def read_raw(path: str | Path, source: str | None = None) -> dict[str, np.ndarra
     where = source or str(path)
     try:
         with np.load(path, allow_pickle=False) as npz:
-            names = set(npz.files)
-            missing = sorted(set(RAW_LAYOUT) - names)
+            missing = sorted(set(RAW_LAYOUT) - set(npz.files))
             if missing:
-                raise DataError(f"{where}: missing arrays {missing}; found {sorted(names)}")
+                raise DataError(f"{where}: missing arrays {missing}; found {sorted(npz.files)}")
             arrays = {name: npz[name] for name in RAW_LAYOUT}
     except FileNotFoundError:
         raise DataError(f"{where}: no such file") from None
@@ -81,28 +70,12 @@ def verify_raw(arrays: dict[str, np.ndarray], source: str) -> None:
                             "not the MNIST data set")
 
 
-def prepare(images: np.ndarray, labels: np.ndarray, size: int | None = None):
-    """The notebook's preprocessing: the first ``size`` images, as float32
-    28x28x1 scaled to [0, 1], labels one-hot."""
-    if size is not None:
-        if size > len(images):
-            raise DataError(f"requested {size} images but the split has only {len(images)}")
-        images, labels = images[:size], labels[:size]
-    x = (images.reshape((-1, *IMAGE_SHAPE)).astype("float32") / 255.0).astype("float32")
-    y = np.eye(NUM_CLASSES, dtype="float32")[labels]
-    return x, y
-
-
-def save_split(folder: str | Path, split: str, x: np.ndarray, y: np.ndarray) -> None:
-    with atomic_path(Path(folder) / f"{split}.npz") as tmp:
-        np.savez(tmp, x=x, y=y)
-
-
-def load_split(folder: str | Path, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """Load a prepared split (x float32 [N,28,28,1], y one-hot float32 [N,10])."""
-    path = Path(folder) / f"{split}.npz"
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            return npz["x"], npz["y"]
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such file; run the preprocess stage first") from None
+def preprocess(raw: Path, out: Path, train_size: int | None, test_size: int | None) -> None:
+    """The prepared splits from the raw file: the first ``train_size`` /
+    ``test_size`` images (None: all), as the notebook prepares them."""
+    arrays = read_raw(raw)
+    with atomic_dir(out) as tmp:
+        for split, size in (("train", train_size), ("test", test_size)):
+            x, y = prepare(arrays[f"x_{split}"], arrays[f"y_{split}"], size)
+            save_split(tmp, split, x, y)
+            log.info("%s: %d images %s", split, len(x), list(x.shape[1:]))

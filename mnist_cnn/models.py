@@ -6,13 +6,11 @@ so every task of the study (and any new one) goes through the same code.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 import keras
 from keras import layers
 
-from stages.config import IMAGE_SHAPE, ExponentialDecay, Optimizer, Task, validate_task
+from mnist_cnn.dataset import IMAGE_SHAPE
+from mnist_cnn.params import ExponentialDecay, Optimizer, Task
 
 
 def _layer(spec, dtype: str) -> keras.layers.Layer:
@@ -25,19 +23,12 @@ def _layer(spec, dtype: str) -> keras.layers.Layer:
         return layers.Flatten(dtype=dtype)
     if spec.type == "dense":
         return layers.Dense(spec.units, activation=spec.activation, dtype=dtype)
-    raise ValueError(f"unknown layer type {spec.type!r}")  # unreachable after validation
+    raise ValueError(f"unknown layer type {spec.type!r}")
 
 
-def as_task(name: str, spec: Task | Mapping[str, Any]) -> Task:
-    """Accept a validated Task or a raw mapping (validated here, errors name the key)."""
-    return spec if isinstance(spec, Task) else validate_task(name, spec)
-
-
-def build_model(name: str, spec: Task | Mapping[str, Any],
-                precision: str = "float32") -> keras.Model:
+def build_model(task: Task, precision: str = "float32", name: str = "model") -> keras.Model:
     """The task's layers on a 28x28x1 input. With a mixed ``precision`` every
     layer but the last computes in it; the softmax stays float32."""
-    task = as_task(name, spec)
     dtypes = [precision] * (len(task.layers) - 1) + ["float32"]
     return keras.Sequential(
         [keras.Input(shape=IMAGE_SHAPE), *map(_layer, task.layers, dtypes)], name=name)
@@ -54,14 +45,13 @@ def build_optimizer(spec: Optimizer) -> keras.optimizers.Optimizer:
             "rmsprop": keras.optimizers.RMSprop}[spec.name](**kwargs)
 
 
-def compile_model(name: str, spec: Task | Mapping[str, Any], precision: str = "float32",
+def compile_model(task: Task, precision: str = "float32", name: str = "model",
                   steps_per_execution: int = 1) -> keras.Model:
-    """The model of task ``name``, compiled as in the notebook.
+    """The task's model, compiled as in the notebook.
 
     ``steps_per_execution`` runs that many batches per call into TensorFlow:
     less Python overhead per step, the same arithmetic."""
-    task = as_task(name, spec)
-    model = build_model(name, task, precision)
+    model = build_model(task, precision, name)
     model.compile(optimizer=build_optimizer(task.optimizer),
                   loss="categorical_crossentropy", metrics=["accuracy"],
                   steps_per_execution=steps_per_execution)

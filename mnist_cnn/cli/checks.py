@@ -1,0 +1,229 @@
+"""Check a params file and say exactly what is wrong with it.
+
+Every stage loads its params through :func:`load_params` before any work, so
+a bad value is reported before a model is built or a file is written: all
+problems at once, each with its key path and what was expected
+(``tasks.task1.optimizer.learnig_rate: unknown key (did you mean
+'learning_rate'?)``). Beyond types and ranges, it builds each task's layer
+shapes on the 28x28x1 input (without Keras) and checks every value the
+libraries would reject later, naming the task, the layer and the key.
+
+``python -m mnist_cnn.cli.checks [params.yaml]`` (``make check-params``)
+checks a file without running anything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from mnist_cnn.dataset import IMAGE_SHAPE, NUM_CLASSES
+from mnist_cnn.params import (
+    LAYER_TYPES,
+    PARAMS_FILE,
+    TASK_NAME,
+    Conv2D,
+    Data,
+    Dense,
+    ExponentialDecay,
+    Flatten,
+    MaxPooling2D,
+    Optimizer,
+    Params,
+    Task,
+    TrainDefaults,
+    read,
+)
+
+MAX_SEED = 2**32 - 1  # NumPy's generators refuse larger seeds
+MAX_MODEL_PARAMS = 50_000_000  # far above the study's largest (2.4 M): a typo, not a model
+
+
+class ParamsError(ValueError):
+    """One or more problems in a params file; ``problems`` lists them all."""
+
+    def __init__(self, source: str, problems: list[str]):
+        self.source = source
+        self.problems = problems
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"{source}: {len(problems)} problem(s):\n{lines}")
+
+
+# --- pydantic's errors, in the words of this project ----------------------------
+
+_FIELDS = sorted({f for m in (Conv2D, MaxPooling2D, Flatten, Dense, ExponentialDecay,
+                              Optimizer, Task, Data, TrainDefaults, Params)
+                  for f in m.model_fields})
+
+_PHRASES = [
+    ("input should be greater than or equal to", "must be >="),
+    ("input should be greater than", "must be >"),
+    ("input should be less than or equal to", "must be <="),
+    ("input should be a valid number", "must be a number"),
+    ("input should be a valid integer", "must be an integer"),
+    ("input should be a valid boolean", "must be true or false"),
+    ("input should be a valid string", "must be a string"),
+    ("input should be a valid dictionary", "must be a mapping"),
+    ("input should be a finite number", "must be a finite number"),
+    ("input should be", "must be"),
+    ("list should have", "must have"),
+    ("dictionary should have", "must have"),
+]
+
+
+def _format_error(err: dict, prefix: tuple = ()) -> str:
+    raw_loc = [str(p) for p in (*prefix, *err["loc"])]
+    loc = [p for p in raw_loc if ":" not in p and p != "[key]"]
+    key = ".".join(loc) or "<top level>"
+    kind = err["type"]
+    got = err.get("input")
+    if "[key]" in raw_loc:  # a task's name
+        return (f"{key}: not a valid task name (letters, digits and _, starting with a "
+                f"letter; it becomes a folder and a DVC stage name), got {got!r}")
+    if kind == "extra_forbidden":
+        hint = difflib.get_close_matches(loc[-1], _FIELDS, n=1)
+        return f"{key}: unknown key" + (f" (did you mean '{hint[0]}'?)" if hint else "")
+    if kind == "missing":
+        return f"{key}: required key is missing"
+    if kind == "layer_type":
+        got = got.get("type") if isinstance(got, dict) else got
+        return (f"{key}.type: unknown layer type; expected one of {sorted(LAYER_TYPES)}, "
+                f"got {got!r}")
+    msg = err["msg"].removeprefix("Value error, ")
+    msg = msg[0].lower() + msg[1:]
+    for long, short in _PHRASES:
+        msg = msg.replace(long, short)
+    if isinstance(got, (dict, list)):
+        return f"{key}: {msg}"
+    return f"{key}: {msg}, got {got!r}"
+
+
+# --- what the libraries would reject later ----------------------------------------
+
+
+def architecture_problems(name: str, task: Task) -> list[str]:
+    """Build the task's layer shapes on the 28x28x1 input, as Keras will."""
+    key = f"tasks.{name}.layers"
+    (height, width, channels), flat = IMAGE_SHAPE, None
+    weights = 0
+    for i, layer in enumerate(task.layers):
+        where = f"{key}.{i}"
+        if layer.type in ("conv2d", "max_pooling2d"):
+            if flat is not None:
+                return [f"{where}: {layer.type} cannot follow a flatten layer"]
+            size, field = ((layer.kernel_size, "kernel_size") if layer.type == "conv2d"
+                           else (layer.pool_size, "pool_size"))
+            if size > min(height, width):
+                return [f"{where}.{field}: {size} does not fit this layer's "
+                        f"{height}x{width} input (the layers before it shrink 28x28)"]
+            if layer.type == "conv2d":
+                weights += (size * size * channels + 1) * layer.filters
+                height, width, channels = height - size + 1, width - size + 1, layer.filters
+            else:
+                height, width = height // size, width // size
+        elif layer.type == "flatten":
+            flat = flat or height * width * channels
+        elif flat is None:
+            return [f"{where}: dense needs a flatten layer before it"]
+        else:
+            weights += (flat + 1) * layer.units
+            flat = layer.units
+    problems = []
+    last = task.layers[-1]
+    if not (last.type == "dense" and last.units == NUM_CLASSES
+            and last.activation == "softmax"):
+        problems.append(f"{key}.{len(task.layers) - 1}: the last layer must be "
+                        f"{{type: dense, units: {NUM_CLASSES}, activation: softmax}} "
+                        f"to give {NUM_CLASSES} class probabilities")
+    if weights > MAX_MODEL_PARAMS:
+        problems.append(f"{key}: the model would have {weights:,} parameters; at most "
+                        f"{MAX_MODEL_PARAMS:,} (a typo in units or filters?)")
+    return problems
+
+
+def seed_problems(seed: Any, seeds: Any) -> list[str]:
+    if isinstance(seed, int) and isinstance(seeds, int) and seed + seeds - 1 > MAX_SEED:
+        return [f"seeds: the last run's seed, seed + seeds - 1 = {seed + seeds - 1}, "
+                f"exceeds {MAX_SEED}, the largest seed NumPy accepts"]
+    return []
+
+
+# --- the whole file ----------------------------------------------------------------
+
+
+def validate(data: Any, source: str = str(PARAMS_FILE)) -> Params:
+    """Validate parsed params; raise ParamsError listing every problem."""
+    if not isinstance(data, dict):
+        raise ParamsError(source, ["expected a mapping of sections at the top level"])
+    problems = []
+    try:
+        params = Params.model_validate(data)
+    except ValidationError as exc:
+        params = None
+        problems += [_format_error(e) for e in exc.errors()]
+    tasks = data.get("tasks")
+    for name, spec in (tasks.items() if isinstance(tasks, dict) else ()):
+        try:
+            task = Task.model_validate(spec)
+        except ValidationError:
+            continue  # reported above
+        problems += architecture_problems(name, task)
+    problems += seed_problems(data.get("seed"), data.get("seeds", 1))
+    if problems:
+        raise ParamsError(source, problems)
+    return params
+
+
+def _yaml_problem(exc: Exception) -> str:
+    """DVC's reader wraps ruamel's error; ruamel's says where."""
+    cause = exc.__cause__ or exc.__context__ or exc
+    mark = getattr(cause, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+    problem = getattr(cause, "problem", None) or str(cause)
+    return f"not valid YAML{where}: {problem}"
+
+
+def load_params(path: str | Path = PARAMS_FILE) -> Params:
+    """Read ``path`` as DVC does and validate it; ParamsError lists every problem."""
+    from dvc.exceptions import DvcException
+
+    try:
+        data = read(path)
+    except OSError as exc:
+        raise ParamsError(str(path), [f"cannot read the file: {exc.strerror}"]) from None
+    except DvcException as exc:
+        raise ParamsError(str(path), [_yaml_problem(exc)]) from None
+    return validate(data, str(path))
+
+
+def check_task_name(name: str, params: Params, source: str = str(PARAMS_FILE)) -> str:
+    """``name`` if it is one of ``params``' tasks; else ParamsError."""
+    if not re.fullmatch(TASK_NAME, name) or name not in params.tasks:
+        raise ParamsError(source, [f"tasks.{name}: no such task; defined: "
+                                   f"{', '.join(params.tasks)}"])
+    return name
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m mnist_cnn.cli.checks",
+        description="Check a params file as every stage does, listing every problem.")
+    parser.add_argument("params", nargs="?", default=str(PARAMS_FILE))
+    args = parser.parse_args(argv)
+    try:
+        params = load_params(args.params)
+    except ParamsError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    print(f"{args.params}: OK ({len(params.tasks)} tasks: {', '.join(params.tasks)})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
