@@ -1,18 +1,21 @@
-"""The DVC project a flow run works on: its stages, their state, running one.
+"""The DVC project a flow run works on: what is stale and why, restoring a
+stage from DVC's run-cache, recording a stage's result.
 
-DVC stays the single source of truth. A flow run holds DVC's own repository
-lock for its whole duration (a concurrent ``dvc repro`` fails at once with
-DVC's message, and vice versa), runs each stage's ``cmd`` exactly as written
-in dvc.yaml, and records the result in dvc.lock and DVC's cache the way
-``dvc repro`` does (``dvc commit``). So after a flow run ``dvc status`` is
-clean, and after ``dvc repro`` the flow finds nothing to do.
+DVC is the engine and its cache the one store. For each stage the flow makes
+the calls ``dvc repro`` makes (dvc/stage/__init__.py ``Stage.run``): is the
+stage changed; remove its outputs; restore them from the run-cache if a run
+with the same command, params, data and code was recorded before; otherwise
+run the command; then save (dvc.lock values, run-cache entry), commit the
+outputs to the cache and dump dvc.lock. So after a flow run, dvc.lock, the
+cache, the run-cache and ``git status`` are what ``dvc repro`` would leave.
+
+A flow run holds DVC's repository lock for its whole duration: a concurrent
+``dvc repro`` fails at once with DVC's message, and vice versa.
 """
 
 from __future__ import annotations
 
 import contextlib
-import copy
-import hashlib
 import json
 import logging
 import os
@@ -20,15 +23,18 @@ import signal
 import subprocess
 import sys
 import threading
+from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import networkx as nx
+from dvc.dependency.param import ParamsDependency
 from dvc.lock import LockError
 from dvc.repo import Repo, lock_repo
-from dvc.stage.serialize import to_pipeline_file
+from dvc.stage.cache import RunCacheNotFoundError
 
-from stages.io import atomic_path
+from flows import dvc_internals
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +50,32 @@ class ProjectBusy(RuntimeError):
 
 
 class StageFailed(RuntimeError):
-    pass
+    """A stage's command exited non-zero; the message ends with its error lines."""
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A stale stage, its outputs removed: restored from the run-cache, or to run."""
+
+    restored: bool
+    inputs: dict[str, object]  # the dependencies' hashes it is computed from
+
+
+def _leaves(value, prefix: str) -> dict[str, object]:
+    if isinstance(value, dict):
+        return {k: v for key, sub in value.items()
+                for k, v in _leaves(sub, f"{prefix}.{key}").items()}
+    return {prefix: value}
+
+
+def _params_changes(dep: ParamsDependency) -> list[str]:
+    """``tasks.task1.optimizer.learning_rate 0.01 -> 0.05``, one per changed key."""
+    old = {k: v for key, value in (dep.hash_info.value or {}).items()
+           for k, v in _leaves(value, key).items()}
+    new = {k: v for key, value in dep.read_params().items()
+           for k, v in _leaves(value, key).items()}
+    return [f"{key} {json.dumps(old.get(key))} -> {json.dumps(new.get(key))}"
+            for key in sorted(set(old) | set(new)) if old.get(key) != new.get(key)]
 
 
 class DvcProject:
@@ -63,8 +94,7 @@ class DvcProject:
         self._cwd = os.getcwd()
         os.chdir(self.root)
         self._patches = contextlib.ExitStack()
-        self._patches.enter_context(_params_parsed_once())
-        self._patches.enter_context(_atomic_dvc_writes())
+        self._patches.enter_context(dvc_internals.applied())
         self.repo = Repo(self.root)
         self._lock = lock_repo(self.repo)
         try:
@@ -75,18 +105,18 @@ class DvcProject:
             os.chdir(self._cwd)
             raise ProjectBusy(self.root) from None
         stages = self.repo.index.stages
-        self._stages = {s.name: s for s in stages}
+        self._stages = {s.addressing: s for s in stages}
         # Dependencies first; among the stages ready at a time, the earlier
         # task in dvc.yaml first, and its train before its evaluate.
-        items = list(dict.fromkeys(s.name.partition("@")[2] for s in stages))
-        kinds = list(dict.fromkeys(s.name.partition("@")[0] for s in stages))
+        items = list(dict.fromkeys(s.addressing.partition("@")[2] for s in stages))
+        kinds = list(dict.fromkeys(s.addressing.partition("@")[0] for s in stages))
 
         def key(stage):
-            kind, _, item = stage.name.partition("@")
+            kind, _, item = stage.addressing.partition("@")
             return (items.index(item), kinds.index(kind))
 
         graph = self.repo.index.graph.reverse()  # edges: stage -> stages that need it
-        self._graph = {s.name: sorted(d.name for d in graph.predecessors(s))
+        self._graph = {s.addressing: sorted(d.addressing for d in graph.predecessors(s))
                        for s in nx.lexicographical_topological_sort(graph, key=key)}
         return self
 
@@ -98,128 +128,87 @@ class DvcProject:
         self._patches.close()
         os.chdir(self._cwd)
 
-    # --- the pipeline as DVC sees it ---------------------------------------
-    # Stages are loaded once per open (parsing dvc.lock is the slow part) and
-    # kept current: a stage this object runs is committed through the same
-    # Stage object, and nothing else may write dvc.lock while the lock is held.
-
     @contextlib.contextmanager
     def _dvc(self):
-        """Serialize use of the Repo object. DVC releases its repository lock
-        while a `dvc repro` runs a stage's command and guards that stage's
-        files with per-path locks instead: meeting one means the same."""
+        """Serialize use of the Repo object. A lock DVC cannot take means
+        another DVC process is at work."""
         with self._mutex:
             try:
                 yield
             except LockError as exc:
                 raise ProjectBusy(self.root, str(exc).splitlines()[0]) from None
 
+    # --- the pipeline as DVC sees it ---------------------------------------
+
     @property
     def graph(self) -> dict[str, list[str]]:
         """Every stage with the stages it depends on, dependencies first."""
         return self._graph
 
+    def command(self, name: str) -> str:
+        return self._stages[name].cmd
+
     def is_stale(self, name: str) -> bool:
-        """True unless dvc.lock records this stage with its current command,
-        dependencies and outputs (what ``dvc status`` reports)."""
+        """What ``dvc status`` reports: dvc.lock does not record this stage with
+        its current command, dependencies and outputs."""
         with self._dvc():
             return bool(self._stages[name].changed())
 
-    def fingerprint(self, name: str) -> str:
-        """What determines the stage's result: its definition (command, declared
-        deps and outs) and the current content of every dependency, params
-        values included; the values dvc.lock would record for them."""
+    def why_stale(self, name: str) -> list[str]:
+        """What changed since dvc.lock recorded the stage, one item each:
+        params with old and new values, files, outputs, the command."""
         with self._dvc():
             stage = self._stages[name]
-            deps = {str(d.def_path): d.get_hash().to_dict() for d in stage.deps}
-            blob = json.dumps({"root": self.root, "definition": to_pipeline_file(stage),
-                               "deps": deps}, sort_keys=True, default=str)
-            return hashlib.sha256(blob.encode()).hexdigest()
+            if not any(dep.hash_info for dep in stage.deps):
+                return ["never run (not in dvc.lock)"]
+            found = ["its command in dvc.yaml"] if stage.changed_stage() else []
+            for dep in stage.deps:
+                if isinstance(dep, ParamsDependency):
+                    found += _params_changes(dep)
+                else:
+                    found += [f"{path} {state}" for path, state in dep.status().items()]
+            found += [f"output {path} {state}" for out in stage.outs
+                      for path, state in out.status().items()]
+            return found
 
-    # --- running a stage ----------------------------------------------------
+    # --- running a stage, as Stage.run does ------------------------------------
 
-    def command(self, name: str) -> str:
-        """The stage's ``cmd``, exactly as dvc.yaml has it."""
-        return self._stages[name].cmd
+    def prepare(self, name: str) -> Prepared:
+        """Remove the stage's outputs, then restore them from the run-cache if
+        this command with these dependencies ran before (DVC logs "Stage ... is
+        cached - skipping run, checking out outputs"); else it must run."""
+        with self._dvc():
+            stage = self._stages[name]
+            stage.remove_outs(ignore_remove=False, force=False)
+            try:
+                self.repo.stage_cache.restore(stage)  # saves the deps' hashes first
+                restored = True
+            except RunCacheNotFoundError:
+                stage.save_deps()
+                restored = False
+            return Prepared(restored, self._inputs(stage))
+
+    @staticmethod
+    def _inputs(stage) -> dict[str, object]:
+        return {str(dep): dep.hash_info.to_dict() for dep in stage.deps}
+
+    def changed_inputs(self, name: str, prepared: Prepared) -> list[str]:
+        """Dependencies that differ now from when the stage was prepared."""
+        with self._dvc():
+            stage = self._stages[name]
+            return [str(dep) for dep in stage.deps
+                    if dep.get_hash().to_dict() != prepared.inputs[str(dep)]]
 
     def commit(self, name: str) -> None:
-        """Record the stage's current deps and outputs in dvc.lock and DVC's
-        cache, as ``dvc repro`` does after running it (``dvc commit``)."""
+        """Record the stage's result as ``dvc repro`` does after running it:
+        dependencies and outputs in dvc.lock, an entry in the run-cache, the
+        outputs in the cache (and their .gitignore entries)."""
         with self._dvc():
             stage = self._stages[name]
             stage.save()
             stage.commit()
             stage.dump(update_pipeline=False)
             stage.cmd_changed = False  # dvc.lock now records the current command
-
-    def published(self, path: str) -> str | None:
-        file = Path(self.root, path)
-        return file.read_text() if file.is_file() else None
-
-
-@contextlib.contextmanager
-def _replaced(module, name: str, value):
-    """``module.name`` is ``value`` inside the block; restored after."""
-    original = getattr(module, name)
-    setattr(module, name, value)
-    try:
-        yield original
-    finally:
-        setattr(module, name, original)
-
-
-def _is_local(fs) -> bool:
-    return getattr(fs, "protocol", None) == "local"
-
-
-@contextlib.contextmanager
-def _atomic_dvc_writes():
-    """Make DVC's writes of dvc.lock atomic while the flow works.
-
-    DVC rewrites dvc.lock in place (open with truncation, then dump): a flow
-    stopped during the write (SIGTERM raises inside the flow) left it cut
-    short, and every stage after the cut looked stale. Written beside and
-    renamed, it is the old file or the new one."""
-    from dvc.utils.serialize import _common, _yaml
-
-    original = _common._dump_data
-
-    def dump_data(path, data, dumper, fs=None, **dumper_args):
-        if fs is not None and not _is_local(fs):
-            return original(path, data, dumper, fs=fs, **dumper_args)
-        with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fd:
-            dumper(data, fd, **dumper_args)
-        return None
-
-    # _yaml imported the name from _common: replace it in both.
-    with _replaced(_common, "_dump_data", dump_data), _replaced(_yaml, "_dump_data", dump_data):
-        yield
-
-
-@contextlib.contextmanager
-def _params_parsed_once():
-    """Parse each version of a params file once.
-
-    DVC reads params.yaml afresh (ruamel.yaml, pure Python, ~50 ms) for every
-    params dependency it checks: 40+ times in a flow run that checks each
-    stage twice, most of a no-op run's time. Keyed by the file's mtime and
-    size, so an edit is seen; only for local files."""
-    from dvc.dependency import param
-
-    original = param.load_path
-    parsed: dict = {}
-
-    def load_path(path, fs, **kwargs):
-        if not _is_local(fs):
-            return original(path, fs, **kwargs)
-        stat = os.stat(path)
-        key = (path, stat.st_mtime_ns, stat.st_size, tuple(sorted(kwargs.items())))
-        if key not in parsed:
-            parsed[key] = original(path, fs, **kwargs)
-        return copy.deepcopy(parsed[key])
-
-    with _replaced(param, "load_path", load_path):
-        yield
 
 
 # Stage processes started by this process, to stop them if the flow dies.
@@ -228,11 +217,16 @@ _RUNNING: set[subprocess.Popen] = set()
 # that sizes its own thread pools, and its numbers must not depend on where
 # it ran.
 _WORKER_CAPS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+ERROR_TAIL = 8  # lines of a failed stage's output that become the failure's message
 
 
 def run_command(cmd: str, root: str, stage: str, emit: Callable[[str], None]) -> None:
-    """Run a stage's command as ``dvc repro`` would: in the project root, with
-    DVC's variables set, output streamed line by line to ``emit``."""
+    """Run a stage's command as ``dvc repro`` would (in the project root, with
+    DVC's variables set), streaming each output line to ``emit``. The command
+    comes from dvc.yaml, not from params; it is split into words and run
+    without a shell."""
+    import shlex
+
     env = dict(os.environ)
     if _in_dask_worker():
         for var in _WORKER_CAPS:
@@ -240,19 +234,22 @@ def run_command(cmd: str, root: str, stage: str, emit: Callable[[str], None]) ->
     # dvc.yaml says `python`: the interpreter running this code.
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env.update(DVC_ROOT=root, DVC_STAGE=stage)  # as DVC sets them
-    emit(f"> {cmd}")
-    proc = subprocess.Popen(cmd, shell=True, cwd=root, env=env, text=True,
+    proc = subprocess.Popen(shlex.split(cmd), cwd=root, env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             start_new_session=True)
     _RUNNING.add(proc)
+    tail: deque[str] = deque(maxlen=ERROR_TAIL)
     try:
         for line in proc.stdout:
-            emit(line.rstrip())
+            line = line.rstrip()
+            tail.append(line)
+            emit(line)
         code = proc.wait()
     finally:
         _RUNNING.discard(proc)
     if code != 0:
-        raise StageFailed(f"stage {stage}: `{cmd}` exited with status {code}")
+        errors = [line for line in tail if line.startswith("error:")] or list(tail)
+        raise StageFailed(f"{stage} exited with status {code}: " + "\n".join(errors))
 
 
 def _in_dask_worker() -> bool:
@@ -273,9 +270,3 @@ def _terminate(proc: subprocess.Popen) -> None:
     except (ProcessLookupError, subprocess.TimeoutExpired):
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
-
-
-def prefect_dir(root: str | Path) -> Path:
-    """Where this project's Prefect cache records and results live (git-ignored),
-    beside DVC's own cache rather than in the user's home."""
-    return Path(root) / ".prefect"

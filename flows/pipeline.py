@@ -2,10 +2,16 @@
 
 One task run per DVC stage (``download``, ``preprocess``, ``train[task1]``,
 ``evaluate[task1]``, ..., ``report``) in the dependency order of dvc.yaml.
-A task's cache key is the stage's DVC fingerprint (definition, content of its
-inputs and code, its params section), so an unchanged stage ends ``Cached``
-and one changed hyperparameter reruns only the stages it reaches. The
-results table is published as a Prefect artifact.
+DVC decides what each stage needs (flows/dvc_project.py), and each task run
+ends in one of three states, also its tag:
+
+- ``Completed`` (tag ``ran``): the stage was stale and its command ran;
+- ``Cached`` (tag ``cached``): the stage was stale, but DVC's run-cache had
+  its outputs for exactly these inputs; they were restored, nothing ran;
+- ``UpToDate`` (tag ``up-to-date``): dvc.lock already records the stage
+  with its current inputs and outputs; nothing to do.
+
+Prefect caches nothing itself: DVC's cache is the one store.
 
     python -m flows.pipeline [--tasks task1,task3] [--workers N] [--project DIR]
 """
@@ -15,33 +21,26 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
-from prefect.cache_policies import CachePolicy
-from prefect.context import TaskRunContext
+from prefect.cache_policies import NO_CACHE
 from prefect.futures import PrefectFuture, as_completed
+from prefect.states import Completed, Failed
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.dvc_project import DvcProject, prefect_dir, run_command
+from flows.dvc_project import DvcProject, Prepared, StageFailed, run_command
+from mnist_cnn.cli.checks import ParamsError, load_params
+from mnist_cnn.params import PARAMS_FILE
 
 REPORT = "data/report/report.md"
 ARTIFACT_KEY = "mnist-cnn-results"
 DEFAULT_WORKERS = max(1, min(2, os.cpu_count() or 1))
 DOWNLOAD_RETRIES = 2
-DONE = ("Completed", "Cached")
-
-
-class StageFingerprint(CachePolicy):
-    """Cache key = the stage's DVC fingerprint, computed by the flow when it
-    submits the stage (see DvcProject.fingerprint) and passed in.
-
-    Prefect's INPUTS policy over a stage *name* or TASK_SOURCE (this module's
-    text) would see neither the data, nor the params, nor the stage's code."""
-
-    def compute_key(self, task_ctx: TaskRunContext, inputs: dict, flow_parameters: dict,
-                    **kwargs) -> str:
-        return inputs["fingerprint"]
+RUN, CACHED, UP_TO_DATE = "ran", "cached", "up-to-date"  # what a stage needed; its tag
+STATE_NAMES = {RUN: "Completed", CACHED: "Cached", UP_TO_DATE: "UpToDate"}
+DONE = set(STATE_NAMES.values())
 
 
 def run_name(stage: str) -> str:
@@ -50,30 +49,39 @@ def run_name(stage: str) -> str:
     return f"{base}[{item}]" if item else base
 
 
-@task(persist_result=True, cache_result_in_memory=False, retry_delay_seconds=5,
-      cache_policy=StageFingerprint())
-def run_stage(stage: str, cmd: str, root: str, fingerprint: str, stale: bool) -> dict:
-    """Run one DVC stage's command unless dvc.lock already has it; returns
-    whether it ran. Needs no DVC access: it can run on any worker that sees
-    the project folder. The flow records the result in dvc.lock."""
+@task(cache_policy=NO_CACHE, persist_result=False, retry_delay_seconds=5)
+def run_stage(stage: str, action: str, why: str, cmd: str, root: str):
+    """One DVC stage: run its command (``action`` ``ran``), or report that DVC
+    restored it from its cache or found it up to date. Needs no DVC access, so
+    it can run on any worker that sees the project folder; the flow records
+    the result in dvc.lock."""
     logger = get_run_logger()
-    # A cache miss is not proof of work to do: `dvc repro` may have built the
-    # stage since the last flow run.
-    if not stale:
-        logger.info("%s is up to date in dvc.lock; nothing to run", stage)
-        return {"stage": stage, "ran": False}
-    run_command(cmd, root, stage, logger.info)
-    return {"stage": stage, "ran": True}
+    if action == UP_TO_DATE:
+        logger.info("%s: up to date, nothing to do (dvc.lock records its current inputs)",
+                    stage)
+        return Completed(name=STATE_NAMES[UP_TO_DATE], message="up to date in dvc.lock")
+    if action == CACHED:
+        message = f"restored from DVC's run-cache, nothing ran; changed: {why}"
+        logger.info("%s: %s", stage, message)
+        return Completed(name=STATE_NAMES[CACHED], message=message)
+    logger.info("> %s", cmd)
+    try:
+        run_command(cmd, root, stage, logger.info)
+    except StageFailed as exc:
+        logger.error("%s", exc)
+        return Failed(message=str(exc))
+    logger.info("%s: ran, because %s", stage, why)
+    return Completed(message=f"ran; changed: {why}")
 
 
 def select(graph: dict[str, list[str]], tasks: list[str] | None) -> list[str]:
     """Stages to run: all of them, or the shared ones plus the named tasks'."""
-    if not tasks:
+    if tasks is None:
         return list(graph)
     known = {s.partition("@")[2] for s in graph if "@" in s}
     unknown = sorted(set(tasks) - known)
-    if unknown:
-        raise ValueError(f"--tasks: unknown task(s) {', '.join(unknown)}; "
+    if unknown or not tasks:
+        raise ValueError(f"--tasks: unknown task(s) {', '.join(unknown) or '(none given)'}; "
                          f"known: {', '.join(sorted(known))}")
     return [s for s in graph if "@" not in s or s.partition("@")[2] in tasks]
 
@@ -87,25 +95,18 @@ def pipeline(tasks: list[str] | None = None, workers: int = DEFAULT_WORKERS,
     Args:
         tasks: only these tasks' train/evaluate stages (plus download,
             preprocess and report); default all.
-        workers: stages run concurrently when independent.
+        workers: stages whose command runs at the same time, at most.
         project: the project folder (holding dvc.yaml).
     """
     logger = get_run_logger()
+    # Every problem in params.yaml, named, before any stage starts.
+    load_params(Path(project) / PARAMS_FILE)
     with DvcProject(project) as dvc:
-        graph = dvc.graph
-        wanted = select(graph, tasks)
-        store = prefect_dir(dvc.root)
-        # Paths, not strings: Prefect reads "a/b" as a block's name.
-        stage_task = run_stage.with_options(
-            cache_policy=StageFingerprint().configure(key_storage=store / "cache"),
-            result_storage=store / "results",
-        )
-        states = _schedule(dvc, graph, wanted, stage_task, workers, logger)
-
-        report = dvc.published(REPORT)
-        if report is not None and states.get("report") in DONE:
-            # The figures are files beside the report; the artifact keeps the text.
-            text = report.split("\n## Figures", 1)[0]
+        states = Scheduler(dvc, select(dvc.graph, tasks), workers, logger).run()
+        report = dvc.root + "/" + REPORT
+        if states.get("report") in DONE and os.path.isfile(report):
+            with open(report) as fh:
+                text = fh.read().split("\n## Figures", 1)[0]
             create_markdown_artifact(
                 key=ARTIFACT_KEY, description="MNIST CNN study: final results",
                 markdown=f"{text}\n\nFigures: `data/report/report.html` in the project.\n")
@@ -116,56 +117,86 @@ def pipeline(tasks: list[str] | None = None, workers: int = DEFAULT_WORKERS,
     return states
 
 
-def _schedule(dvc, graph, wanted, stage_task, workers, logger) -> dict[str, str]:
-    """Submit each stage once its upstream stages are done, and return each
-    stage's final state name. At most ``workers`` stages that have work to do
-    run at once; up-to-date ones (cached, or done by `dvc repro`) take no
-    worker and are checked off in parallel.
+class Scheduler:
+    """Submit each stage once its upstream stages are done. DVC is asked then
+    (not before) whether it is stale, so it sees what upstream just wrote.
 
-    Submitting only then lets the freshness check see the upstream's new
-    outputs: a stage whose outputs were deleted or altered, or whose dvc.lock
-    entry is stale, refreshes its cache record instead of reporting Cached.
-    """
-    states: dict[str, str] = {}
-    futures: dict[str, PrefectFuture] = {}
-    running: dict[PrefectFuture, tuple[str, bool]] = {}  # future: (stage, has work)
-    waiting = list(wanted)  # dependencies first
-    while waiting or running:
-        busy = {stage for stage, _ in running.values()}
-        working = sum(work for _, work in running.values())
-        for stage in list(waiting):
-            ups = graph[stage]
-            if any(u in waiting or u in busy for u in ups):
-                continue
-            stale = dvc.is_stale(stage)
-            if stale and working >= workers:
-                continue
-            waiting.remove(stage)
-            not_done = [u for u in ups if states.get(u, "Completed") not in DONE]
-            outdated = [u for u in ups if u not in wanted and dvc.is_stale(u)]
-            if not_done or outdated:
-                logger.warning("skipping %s: %s not up to date", stage,
-                               ", ".join(not_done or outdated))
-                states[stage] = "Skipped"
-                continue
-            futures[stage] = stage_task.with_options(
-                name=run_name(stage), task_run_name=run_name(stage), refresh_cache=stale,
-                retries=DOWNLOAD_RETRIES if stage == "download" else 0,
-            ).submit(stage, dvc.command(stage), dvc.root, dvc.fingerprint(stage), stale,
-                     wait_for=[futures[u] for u in ups if u in futures])
-            running[futures[stage]] = (stage, stale)
-            busy.add(stage)
-            working += stale
-        if running:
-            done = next(as_completed(list(running)))
-            done.wait()  # records the final state on the future
-            stage, _ = running.pop(done)
-            states[stage] = done.state.name
-            if done.state.name not in DONE:
-                logger.error("%s ended %s: %s", stage, done.state.name, done.state.message)
-            elif done.state.name == "Completed" and done.result()["ran"]:
-                dvc.commit(stage)  # into dvc.lock before anything downstream starts
-    return states
+    An up-to-date stage, or one restored from the run-cache, takes no worker;
+    at most ``workers`` stage commands run at once."""
+
+    def __init__(self, dvc: DvcProject, wanted: list[str], workers: int, logger):
+        self.dvc, self.wanted, self.workers, self.logger = dvc, wanted, workers, logger
+        self.states: dict[str, str] = {}
+        self.futures: dict[str, PrefectFuture] = {}
+        self.running: dict[PrefectFuture, tuple[str, Prepared | None]] = {}
+        self.to_run: list[tuple[str, Prepared, str]] = []  # prepared, waiting for a worker
+
+    def submit(self, stage: str, action: str, why: str) -> PrefectFuture:
+        ups = [self.futures[u] for u in self.dvc.graph[stage] if u in self.futures]
+        future = run_stage.with_options(
+            name=run_name(stage), task_run_name=run_name(stage), tags=[action],
+            retries=DOWNLOAD_RETRIES if stage == "download" and action == RUN else 0,
+        ).submit(stage, action, why, self.dvc.command(stage), self.dvc.root, wait_for=ups)
+        self.futures[stage] = future
+        return future
+
+    def _blockers(self, stage: str) -> list[str]:
+        ups = self.dvc.graph[stage]
+        return ([u for u in ups if u in self.states and self.states[u] not in DONE]
+                or [u for u in ups if u not in self.wanted and self.dvc.is_stale(u)])
+
+    def start(self, stage: str) -> None:
+        """Decide what a ready stage needs and start it."""
+        if blockers := self._blockers(stage):
+            self.logger.warning("skipping %s: %s not up to date", stage, ", ".join(blockers))
+            self.states[stage] = "Skipped"
+        elif not self.dvc.is_stale(stage):
+            self.running[self.submit(stage, UP_TO_DATE, "")] = (stage, None)
+        else:
+            why = "; ".join(self.dvc.why_stale(stage))
+            prepared = self.dvc.prepare(stage)
+            if prepared.restored:
+                self.dvc.commit(stage)
+                self.running[self.submit(stage, CACHED, why)] = (stage, None)
+            else:  # in dvc.yaml's order: a task's evaluate before the next task's train
+                self.to_run.append((stage, prepared, why))
+                self.to_run.sort(key=lambda item: self.wanted.index(item[0]))
+
+    def finish(self, future: PrefectFuture) -> None:
+        future.wait()  # records the final state on the future
+        stage, prepared = self.running.pop(future)
+        state = future.state
+        self.states[stage] = state.name
+        if state.name not in DONE:
+            self.logger.error("%s ended %s: %s", stage, state.name, state.message)
+        elif prepared is not None:  # it ran: record the result, unless its inputs moved
+            if changed := self.dvc.changed_inputs(stage, prepared):
+                self.logger.error("%s: %s changed while it ran; its result is not recorded "
+                                  "and the stage stays stale", stage, ", ".join(changed))
+                self.states[stage] = "Failed"
+            else:
+                self.dvc.commit(stage)  # into dvc.lock before anything downstream starts
+
+    def _unfinished(self) -> set[str]:
+        """Stages whose outputs are not final yet: their command runs or waits."""
+        return ({s for s, prepared in self.running.values() if prepared is not None}
+                | {s for s, _, _ in self.to_run})
+
+    def run(self) -> dict[str, str]:
+        waiting = list(self.wanted)  # dependencies first
+        while waiting or self.running or self.to_run:
+            for stage in list(waiting):
+                if not set(self.dvc.graph[stage]) & (set(waiting) | self._unfinished()):
+                    waiting.remove(stage)
+                    self.start(stage)
+            working = sum(p is not None for _, p in self.running.values())
+            while self.to_run and working < self.workers:
+                stage, prepared, why = self.to_run.pop(0)
+                self.running[self.submit(stage, RUN, why)] = (stage, prepared)
+                working += 1
+            if self.running:
+                self.finish(next(as_completed(list(self.running))))
+        return self.states
 
 
 def dask_runner(address: str):
@@ -175,17 +206,24 @@ def dask_runner(address: str):
     return DaskTaskRunner(address=address)
 
 
+def _task_list(text: str) -> list[str]:
+    tasks = [t.strip() for t in text.split(",") if t.strip()]
+    if not tasks:
+        raise argparse.ArgumentTypeError("give at least one task name, e.g. --tasks task1,task3")
+    return tasks
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m flows.pipeline",
         description="Run the MNIST CNN study (the DVC pipeline in dvc.yaml) as one Prefect "
-                    "flow run. Unchanged stages end Cached; results go to the Prefect UI "
-                    "when PREFECT_API_URL points at a server, else to a temporary one.")
-    parser.add_argument("--tasks", type=lambda text: [t for t in text.split(",") if t],
-                        metavar="T1,T2", help="only these tasks' train and evaluate stages "
-                        "(plus download, preprocess and report); default: every task")
+                    "flow run. DVC decides what is stale; a stage whose inputs were seen "
+                    "before is restored from DVC's cache (Cached).")
+    parser.add_argument("--tasks", type=_task_list, metavar="T1,T2",
+                        help="only these tasks' train and evaluate stages (plus download, "
+                        "preprocess and report); default: every task")
     parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS, metavar="N",
-                        help="independent stages run at once (default %(default)s)")
+                        help="stage commands run at once, at most (default %(default)s)")
     parser.add_argument("--project", default=".", metavar="DIR",
                         help="project folder holding dvc.yaml (default: current folder)")
     parser.add_argument("--dask-address", metavar="tcp://HOST:PORT",
@@ -194,6 +232,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.workers < 1:
         parser.error("--workers must be at least 1")
+    try:  # before a Prefect server is even started
+        params = load_params(Path(args.project) / PARAMS_FILE)
+    except ParamsError as exc:
+        parser.exit(1, f"error: {exc}\n")
+    if unknown := sorted(set(args.tasks or ()) - set(params.tasks)):
+        parser.error(f"--tasks: unknown task(s) {', '.join(unknown)}; "
+                     f"known: {', '.join(params.tasks)}")
     flow_ = pipeline.with_options(task_runner=dask_runner(args.dask_address)) \
         if args.dask_address else pipeline
     state = flow_(tasks=args.tasks, workers=args.workers, project=args.project,
