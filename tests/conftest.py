@@ -17,12 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from tools.sandbox import ROOT, Project, default_mnist, make_project, project_env
+from mnist_cnn.params import read
+from tests.sandbox import ROOT, Project, default_mnist, make_project, project_env
 
 __all__ = ["ROOT", "TASKS", "Project", "make_project", "project_env"]
 
-TASKS = ["task1", "task2", "task2_15_epochs", "task2_one_conv", "task2_three_conv", "task3",
-         "task4_sgd", "task4_adam", "task2_maxpool"]
+TASKS = list(read(ROOT / "params.yaml")["tasks"])  # the study's tasks, in order
 
 @pytest.fixture(scope="session")
 def mnist_npz() -> Path:
@@ -30,6 +30,15 @@ def mnist_npz() -> Path:
     if not path.is_file():
         pytest.fail(f"MNIST not found at {path}: set MNIST_NPZ to a local mnist.npz")
     return path
+
+
+@pytest.fixture(scope="session")
+def harness():
+    """A temporary Prefect server for the session's flow runs."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=180):
+        yield
 
 
 @pytest.fixture

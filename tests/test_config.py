@@ -1,16 +1,19 @@
-"""params.yaml validation: every problem reported at once, each with its key."""
+"""params.yaml validation: every problem reported at once, each with its key,
+read exactly as DVC reads the file, and nothing the libraries would reject
+later let through."""
 
 from __future__ import annotations
 
 import copy
 
 import pytest
-import yaml
+from dvc.utils.serialize import dump_yaml
 
-from stages.config import ParamsError, load_params, main, validate
-from tests.conftest import ROOT
+from mnist_cnn.cli.checks import MAX_SEED, ParamsError, load_params, main, validate
+from mnist_cnn.params import read
+from tests.conftest import ROOT, TASKS
 
-GOOD = yaml.safe_load((ROOT / "params.yaml").read_text())
+GOOD = read(ROOT / "params.yaml")
 
 
 def broken(edit) -> dict:
@@ -39,7 +42,30 @@ CASES = {
     "typo in a key": (_set("tasks.task1.optimizer.learnig_rate", 0.1),
                       "tasks.task1.optimizer.learnig_rate: unknown key (did you mean 'learning_rate'?)"),
     "unknown top-level key": (_set("sed", 1), "sed: unknown key"),
-    "wrong type": (_set("train.batch_size", "big"), "train.batch_size: must be a valid integer"),
+    "wrong type": (_set("train.batch_size", "big"), "train.batch_size: must be an integer, got 'big'"),
+    # Strict types: nothing is coerced into what it is not.
+    "boolean as an integer": (_set("train.batch_size", True),
+                              "train.batch_size: must be an integer, got True"),
+    "boolean as a number": (_set("tasks.task1.optimizer.learning_rate", True),
+                            "tasks.task1.optimizer.learning_rate: must be a number, got True"),
+    "string as a number": (_set("tasks.task1.optimizer.learning_rate", "0.01"),
+                           "tasks.task1.optimizer.learning_rate: must be a number, got '0.01'"),
+    "float as an integer": (_set("tasks.task1.epochs", 5.0),
+                            "tasks.task1.epochs: must be an integer, got 5.0"),
+    "infinite learning rate": (_set("tasks.task1.optimizer.learning_rate", float("inf")),
+                               "tasks.task1.optimizer.learning_rate: must be a finite number"),
+    # What Keras or NumPy would reject only once training starts.
+    "kernel larger than the image": (_set("tasks.task1.layers.0.kernel_size", 29),
+                                     "tasks.task1.layers.0.kernel_size: 29 does not fit this "
+                                     "layer's 28x28 input"),
+    "layers that shrink the image to nothing": (
+        _set("tasks.task2_maxpool.layers.2.kernel_size", 12),
+        "tasks.task2_maxpool.layers.3.pool_size: 2 does not fit this layer's 1x1 input"),
+    "a model too large to build": (_set("tasks.task2.layers.3.units", 10**6),
+                                   "tasks.task2.layers: the model would have"),
+    "seed beyond NumPy's range": (_set("seed", MAX_SEED + 1),
+                                  f"seeds: the last run's seed, seed + seeds - 1 = {MAX_SEED + 1}"),
+    "negative seed": (_set("seed", -1), "seed: must be >= 0, got -1"),
     "epochs zero": (_set("tasks.task2.epochs", 0), "tasks.task2.epochs: must be > 0, got 0"),
     "batch size negative": (_set("train.batch_size", -1), "train.batch_size: must be > 0, got -1"),
     "task batch size zero": (_set("tasks.task1.batch_size", 0),
@@ -80,7 +106,10 @@ CASES = {
                            "tasks.task1.layers.1: conv2d cannot follow a flatten layer"),
     "missing tasks": (_set("tasks", DELETE), "tasks: required key is missing"),
     "empty tasks": (_set("tasks", {}), "tasks: must have at least 1 item"),
-    "bad task name": (_set("tasks", {"task 1": GOOD["tasks"]["task1"]}), "tasks.task 1"),
+    "bad task name": (_set("tasks", {"task 1": GOOD["tasks"]["task1"]}),
+                      "tasks.task 1: not a valid task name"),
+    "shell syntax in a task name": (_set("tasks", {"t;touch x;": GOOD["tasks"]["task1"]}),
+                                    "tasks.t;touch x;: not a valid task name"),
     "train_size too large": (_set("data.train_size", 60001),
                              "data.train_size: must be <= 60000, got 60001"),
     "test_size too large": (_set("data.test_size", 10001),
@@ -92,10 +121,8 @@ CASES = {
 
 def test_the_project_params_are_valid():
     params = load_params(ROOT / "params.yaml")
-    assert list(params.tasks) == ["task1", "task2", "task2_15_epochs", "task2_one_conv",
-                                  "task2_three_conv", "task3", "task4_sgd", "task4_adam",
-                                  "task2_maxpool"]
-    assert params.batch_size("task1") == 128
+    assert list(params.tasks) == TASKS
+    assert params.train_config("task1").batch_size == 128
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -131,7 +158,54 @@ def test_missing_file(tmp_path):
 
 def test_check_params_command(tmp_path, capsys):
     path = tmp_path / "params.yaml"
-    path.write_text(yaml.safe_dump(broken(_set("tasks.task2.epochs", -3))))
+    dump_yaml(path, broken(_set("tasks.task2.epochs", -3)))
     assert main([str(path)]) == 1
     assert "tasks.task2.epochs: must be > 0, got -3" in capsys.readouterr().err
     assert main([str(ROOT / "params.yaml")]) == 0
+
+
+# --- one reading of params.yaml: DVC's --------------------------------------------
+
+TRICKY = """\
+seed: 0o17
+seeds: 1
+data: {url: x, train_size: 1_000}
+train: {batch_size: 64}
+tasks:
+  task1:
+    layers:
+    - {type: conv2d, filters: 8, kernel_size: 5, activation: relu}
+    - {type: flatten}
+    - {type: dense, units: 10, activation: softmax}
+    optimizer: {name: sgd, learning_rate: 1e-2}
+    epochs: 1
+"""
+
+
+def test_yaml_1_2_as_dvc_reads_it(tmp_path):
+    """PyYAML (YAML 1.1) reads ``1e-2`` as a string and ``0o17`` as a string;
+    DVC (ruamel, YAML 1.2) reads numbers: the stages read what DVC records."""
+    path = tmp_path / "params.yaml"
+    path.write_text(TRICKY)
+    params = load_params(path)
+    assert params.tasks["task1"].optimizer.learning_rate == 0.01
+    assert params.seed == 15
+
+
+def test_yaml_1_1_booleans_are_strings_for_dvc(tmp_path):
+    """``on``/``yes``/``no`` are booleans in YAML 1.1 but strings in DVC's 1.2:
+    an activation ``no`` is an unknown activation, not False."""
+    path = tmp_path / "params.yaml"
+    path.write_text(TRICKY.replace("activation: relu", "activation: no"))
+    with pytest.raises(ParamsError) as info:
+        load_params(path)
+    assert info.value.problems == [
+        "tasks.task1.layers.0.activation: must be 'sigmoid', 'relu', 'tanh', 'softmax' or "
+        "'linear', got 'no'"]
+
+
+def test_a_key_given_twice_is_refused_as_dvc_refuses_it(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text(TRICKY.replace("seeds: 1\n", "seeds: 1\nseeds: 2\n"))
+    with pytest.raises(ParamsError, match=r"not valid YAML at line 3.*duplicate key"):
+        load_params(path)

@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stages.download import ENV_VAR, choose_source, download
-from stages.mnist import DataError, read_raw
+from mnist_cnn.dataset import DataError
+from mnist_cnn.download import ENV_VAR, choose_source, download
+from mnist_cnn.mnist import read_raw
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):

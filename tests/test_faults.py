@@ -4,7 +4,10 @@ clear errors, nothing lost, identical results on rerun."""
 from __future__ import annotations
 
 import json
+import os
+import re
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -12,6 +15,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+from dvc.utils.serialize import load_yaml
 
 from tests.conftest import finish, kill, ran, snapshot, start, wait_for
 
@@ -22,10 +26,21 @@ def stale(project) -> set[str]:
     return set(json.loads(project.dvc("status", "--json").stdout))
 
 
+def only_removed(before: dict, after: dict, stage_outs: tuple[str, ...]) -> bool:
+    """Nothing changed but the failed stage's outputs, which DVC removed before
+    running it (they stay in its cache): none of them half-written."""
+    changed = {p for p in before.keys() | after.keys() if before.get(p) != after.get(p)}
+    return all(p.startswith(stage_outs) and p not in after for p in changed)
+
+
+def restore_params(project) -> None:
+    project.run("git", "checkout", "params.yaml")
+
+
 # --- bad parameters --------------------------------------------------------
 
 
-def test_bad_params_stop_dvc_repro_before_any_output_changes(built):
+def test_bad_params_stop_dvc_repro_at_the_first_stage(built):
     before = snapshot(built)
 
     def edit(data):
@@ -45,9 +60,15 @@ def test_bad_params_stop_dvc_repro_before_any_output_changes(built):
             "tasks.task2.layers.0.activation: must be 'sigmoid', 'relu'",
             "tasks.task4_sgd.epochs: must be > 0, got 0"):
         assert problem in err, err
-    assert len(ran(proc.stdout)) == 1  # it stopped at the first stage
-    assert snapshot(built) == before
+    (first,) = ran(proc.stdout)  # it stopped at the first stage
+    assert first == "train@task1"
+    assert only_removed(before, snapshot(built), ("models/task1/",))
     assert "Traceback" not in err
+    # Fixed, the removed output comes back from DVC's cache: nothing trains.
+    restore_params(built)
+    out = built.dvc("repro").stdout
+    assert ran(out) == set() and "Stage 'train@task1' is cached" in out, out
+    assert snapshot(built) == before
 
 
 def test_check_params_lists_every_problem_without_running_anything(built):
@@ -56,7 +77,7 @@ def test_check_params_lists_every_problem_without_running_anything(built):
         data["data"]["train_size"] = 70000
 
     built.edit_params(edit)
-    proc = built.run(sys.executable, "-m", "stages.config", check=False)
+    proc = built.run(sys.executable, "-m", "mnist_cnn.cli.checks", check=False)
     assert proc.returncode == 1
     assert "train.batch_size: must be > 0, got 0" in proc.stderr
     assert "data.train_size: must be <= 60000, got 70000" in proc.stderr
@@ -75,7 +96,7 @@ def test_yaml_that_does_not_parse_stops_dvc(built):
 # --- bad data ---------------------------------------------------------------
 
 
-def test_bad_download_source_keeps_the_previous_data(built, tmp_path):
+def test_bad_download_source_never_leaves_bad_data(built, tmp_path):
     before = snapshot(built)
     bad = tmp_path / "mnist.npz"
     bad.write_bytes(Path(built.env["MNIST_NPZ"]).read_bytes()[:100_000])
@@ -88,8 +109,11 @@ def test_bad_download_source_keeps_the_previous_data(built, tmp_path):
     proc = built.dvc("repro", check=False)
     assert proc.returncode != 0
     assert f"{bad}: not a readable .npz file" in proc.stderr
-    assert snapshot(built) == before
+    assert only_removed(before, snapshot(built), ("raw/",))
     assert "download" in stale(built)
+    restore_params(built)
+    assert "Stage 'download' is cached" in built.dvc("repro").stdout
+    assert snapshot(built) == before
 
 
 # --- faults -------------------------------------------------------------------
@@ -102,13 +126,12 @@ def _loadable(folder: Path) -> bool:
     return True
 
 
-def test_sigkill_at_any_moment_leaves_previous_or_complete_outputs(built):
+def test_sigkill_at_any_moment_leaves_no_output_or_a_complete_one(built):
     def edit(data):
         data["tasks"]["task1"]["optimizer"]["learning_rate"] = 0.02
 
+    old_task1 = {p: h for p, h in snapshot(built).items() if p.startswith("models/task1/")}
     built.edit_params(edit)
-    old = {p: h for p, h in snapshot(built).items()}
-    old_task1 = {p: h for p, h in old.items() if p.startswith("models/task1/")}
     # A full run of the three stages takes several seconds; kill it at points
     # spread over that time, each in a fresh attempt.
     kill_points = [0.2, 0.8, 1.5, 2.5, 3.5, 4.5, 5.5, 6.5, 8.0, 10.0]
@@ -118,17 +141,23 @@ def test_sigkill_at_any_moment_leaves_previous_or_complete_outputs(built):
         time.sleep(delay)
         finished = proc.poll() is not None
         kill(proc)
-        now = snapshot(built)
-        task1 = {p: h for p, h in now.items() if p.startswith("models/task1/")}
-        # Never a partial output: the previous one, or a complete new one.
-        assert task1 == old_task1 or _loadable(built.path / "data/models/task1"), delay
+        task1 = {p: h for p, h in snapshot(built).items() if p.startswith("models/task1/")}
+        # DVC removed the old output first (it keeps it in its cache): never
+        # a partial output, only none or a complete new one.
+        assert task1 in ({}, old_task1) or _loadable(built.path / "data/models/task1"), delay
         outcomes.append("finished" if finished else "killed")
-        if task1 != old_task1:
+        if task1 and task1 != old_task1:
             break
         assert "train@task1" in stale(built)
     assert "killed" in outcomes
     out = built.dvc("repro").stdout
-    assert "train@task1" not in stale(built) and not stale(built), out
+    assert not stale(built), out
+    # The old output was never lost: going back restores it from DVC's cache.
+    built.edit_params(lambda d: d["tasks"]["task1"]["optimizer"].update(learning_rate=0.01))
+    out = built.dvc("repro").stdout
+    assert "Stage 'train@task1' is cached - skipping run, checking out outputs" in out
+    assert {p: h for p, h in snapshot(built).items()
+            if p.startswith("models/task1/")} == old_task1
 
 
 def test_leftovers_of_a_killed_write_are_invisible_to_dvc(built):
@@ -148,15 +177,15 @@ def test_resume_after_kill_equals_an_uninterrupted_run(built, tmp_path):
         data["tasks"]["task2"]["epochs"] = 3
 
     built.edit_params(three_epochs)
-    reference = tmp_path / "reference"
-    built.run(sys.executable, "-m", "stages.train", "task2", "--data", "data/prepared",
-              "--out", str(reference), "--state", str(tmp_path / "state"))
+    built.run(sys.executable, "-m", "stages.train", "--task", "task2", "--data",
+              "data/prepared", "--models", str(tmp_path))
+    reference = tmp_path / "task2"
 
-    backup = built.path / ".train_state/task2/seed_42/backup"
+    meta = built.path / ".work/train@task2/seed_42/checkpoint/meta.json"
 
     def epochs_done() -> int:
-        """The latest complete checkpoint (stages.train.Backup)."""
-        return max((int(p.name[6:10]) for p in backup.glob("epoch-*.weights.h5")), default=0)
+        """Epochs of the latest complete checkpoint (mnist_cnn.training.Checkpoint)."""
+        return json.loads(meta.read_text())["epochs_done"] if meta.is_file() else 0
 
     # Stop it after epoch 1 (SIGTERM), resume, stop it again after epoch 2
     # (SIGKILL, possibly while it writes a checkpoint), then let it finish.
@@ -178,16 +207,15 @@ def test_resume_after_kill_equals_an_uninterrupted_run(built, tmp_path):
     for metric in ("loss", "accuracy"):
         log = f"live/plots/metrics/train/{metric}.tsv"
         assert (reference / "seed_42" / log).read_text() == (resumed / log).read_text()
-    assert not (built.path / ".train_state/task2").exists()
+    assert not (built.path / ".work/train@task2").exists()
 
 
 def test_same_seed_same_metrics(built, tmp_path):
     outs = []
     for run in ("a", "b"):
-        out = tmp_path / run
-        built.run(sys.executable, "-m", "stages.train", "task4_sgd", "--data", "data/prepared",
-                  "--out", str(out), "--state", str(tmp_path / f"state-{run}"))
-        outs.append(out / "seed_42")
+        built.run(sys.executable, "-m", "stages.train", "--task", "task4_sgd", "--data",
+                  "data/prepared", "--models", str(tmp_path / run))
+        outs.append(tmp_path / run / "task4_sgd" / "seed_42")
     a, b = (keras.models.load_model(o / "model.keras").get_weights() for o in outs)
     assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
     log = "live/plots/metrics/train/loss.tsv"
@@ -200,7 +228,7 @@ def test_two_dvc_repro_at_once(built):
 
     built.edit_params(edit)
     first = start(built, sys.executable, "-m", "dvc", "repro")
-    wait_for(lambda: (built.path / ".train_state/task1").exists())
+    wait_for(lambda: (built.path / ".work/train@task1").exists())
     second = built.dvc("repro", check=False)
     assert second.returncode != 0
     # DVC frees its repository lock while a stage's command runs and guards
@@ -210,3 +238,134 @@ def test_two_dvc_repro_at_once(built):
     out = finish(first)
     assert first.returncode == 0, out
     assert not stale(built)
+
+
+# --- kills of one process, concurrency --------------------------------------------
+
+
+def stage_processes(folder: Path) -> list[int]:
+    """Pids of the `python -m stages.*` processes working in ``folder``."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            cwd = os.readlink(f"/proc/{pid}/cwd")
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+        if "-m stages." in cmd and Path(cwd) == folder:
+            found.append(int(pid))
+    return found
+
+
+def trained_weights(folder: Path) -> list[np.ndarray]:
+    return keras.models.load_model(folder / "seed_42" / "model.keras").get_weights()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["kill", "kill-9"])
+def test_killing_dvc_by_its_pid_leaves_no_trainer_behind(built, tmp_path, sig):
+    """`kill PID` of `dvc repro` alone (not its group): DVC leaves its stage's
+    process running; the stage notices its parent is gone and stops, and the
+    next `dvc repro` ends as an uninterrupted run would."""
+    built.edit_params(lambda d: d["tasks"]["task2"].update(epochs=3))
+    built.run(sys.executable, "-m", "stages.train", "--task", "task2", "--data",
+              "data/prepared", "--models", str(tmp_path))
+    meta = built.path / ".work/train@task2/seed_42/checkpoint/meta.json"
+    proc = start(built, sys.executable, "-m", "dvc", "repro", "train@task2")
+    wait_for(meta.is_file, timeout=300)  # one epoch done, the next one training
+    os.kill(proc.pid, sig)
+    finish(proc)
+    wait_for(lambda: not stage_processes(built.path), timeout=15)
+    out = built.dvc("repro").stderr
+    assert "resuming after epoch" in out, out
+    resumed = trained_weights(built.path / "data/models/task2")
+    assert all(np.array_equal(a, b) for a, b in zip(trained_weights(tmp_path / "task2"),
+                                                     resumed, strict=True))
+    assert not stale(built)
+
+
+def test_a_stage_launched_twice_refuses_naming_the_holder(built, tmp_path):
+    built.edit_params(lambda d: d["tasks"]["task2"].update(epochs=20))  # still training
+    args = [sys.executable, "-m", "stages.train", "--task", "task2", "--data",
+            "data/prepared", "--models", str(tmp_path)]
+    first = start(built, *args)
+    wait_for(lambda: (built.path / ".work/train@task2/seed_42").exists(), timeout=300)
+    second = built.run(*args, check=False)
+    assert second.returncode == 1
+    assert re.search(r"error: train@task2 is already running \(process \d+, started "
+                     r"\d\d:\d\d:\d\d\); wait for it to finish", second.stderr), second.stderr
+    kill(first)
+
+
+# --- injection --------------------------------------------------------------------------
+
+
+def test_a_task_name_never_reaches_a_shell(built):
+    """A task key holding shell syntax: before, DVC pasted it into the stage's
+    command and ran it when the upstream stages were up to date."""
+    params = built.path / "params.yaml"
+    task1 = params.read_text().split("  task1:\n", 1)[1].split("\n\n", 1)[0]
+    params.write_text(params.read_text() + "\n  'x;touch INJECTED;':\n" + task1 + "\n")
+    proc = built.dvc("repro", check=False)
+    assert proc.returncode != 0
+    assert not (built.path / "INJECTED").exists()
+    assert "tasks.x;touch INJECTED;: not a valid task name" in proc.stderr, proc.stderr
+
+
+def test_flow_task_list_is_checked(built):
+    empty = built.run(sys.executable, "-m", "flows.pipeline", "--tasks", "", check=False)
+    assert empty.returncode == 2
+    assert "--tasks: give at least one task name" in empty.stderr
+    evil = built.run(sys.executable, "-m", "flows.pipeline", "--tasks", "x;touch y",
+                     check=False)
+    assert evil.returncode == 2 and "--tasks: unknown task(s) x;touch y" in evil.stdout + \
+        evil.stderr
+    assert not (built.path / "y").exists()
+
+
+# --- one reading of params.yaml ---------------------------------------------------------
+
+
+def test_what_trains_is_what_dvc_lock_records(built):
+    """YAML 1.1 would read 1e-2 as a string and 0o7 as a string; DVC (1.2)
+    reads numbers, and so do the stages."""
+    params = built.path / "params.yaml"
+    text = params.read_text().replace("learning_rate: 0.01}", "learning_rate: 1e-2}", 1)
+    params.write_text(text.replace("seed: 42", "seed: 0o52", 1))
+    built.dvc("repro")
+    config = json.loads((built.path / "data/models/task1/config.json").read_text())
+    lock = built.path / "dvc.lock"
+    recorded = load_yaml(str(lock))["stages"]["train@task1"]["params"]["params.yaml"]
+    assert config["spec"]["optimizer"]["learning_rate"] == 0.01
+    assert recorded["tasks.task1"]["optimizer"]["learning_rate"] == 0.01
+    assert config["seeds"] == [42] and recorded["seed"] == 42
+
+
+# --- data ---------------------------------------------------------------------------------
+
+
+def test_a_damaged_model_is_named_in_one_line(built):
+    model = built.path / "data/models/task1/seed_42/model.keras"
+    model.write_bytes(model.read_bytes()[:1000])
+    proc = built.dvc("repro", "--single-item", "evaluate@task1", check=False)
+    assert proc.returncode != 0
+    assert "error: data/models/task1/seed_42/model.keras: not a readable Keras model" \
+        in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+# --- a busy machine -------------------------------------------------------------------------
+
+
+def test_the_flow_without_a_server_survives_a_busy_machine(built):
+    """No PREFECT_API_URL: Prefect starts a temporary server, which on two
+    busy cores needs longer than its default 20 s (prefect.toml)."""
+    burners = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
+               for _ in range(2 * (os.cpu_count() or 1))]
+    try:
+        env = {k: v for k, v in built.env.items() if not k.startswith("PREFECT_")}
+        proc = subprocess.run([sys.executable, "-m", "flows.pipeline"], cwd=built.path,
+                              env=env, capture_output=True, text=True, timeout=900)
+    finally:
+        for burner in burners:
+            burner.kill()
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from stages.findings import (
+from mnist_cnn.report.findings import (
     check_all,
     deep_sigmoid_stops_learning,
     notebook_noise,

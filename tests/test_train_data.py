@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from stages.train import training_data
+from mnist_cnn.training import training_data
 
 
 def batches(ds) -> list[np.ndarray]:

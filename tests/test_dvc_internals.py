@@ -1,0 +1,76 @@
+"""What flows/dvc_internals.py relies on in DVC: these fail if an upgrade
+moves it, instead of the patches silently doing nothing."""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import subprocess
+import sys
+
+import pytest
+from dvc.repo import Repo
+
+from flows import dvc_internals
+
+
+@pytest.fixture
+def repo(tmp_path):
+    """A tiny DVC project: one stage with a params dependency, run once."""
+    run = lambda *cmd: subprocess.run(cmd, cwd=tmp_path, check=True, capture_output=True)  # noqa: E731
+    run("git", "init", "-q")
+    run(sys.executable, "-m", "dvc", "init", "-q")
+    (tmp_path / "params.yaml").write_text("n: 1\n")
+    (tmp_path / "dvc.yaml").write_text(
+        "stages:\n  make:\n    cmd: python -c \"open('out.txt', 'w').write('x')\"\n"
+        "    params: [n]\n    outs: [out.txt]\n")
+    run(sys.executable, "-m", "dvc", "repro", "-q")
+    with Repo(str(tmp_path)) as repo:
+        yield repo
+
+
+def test_what_the_patches_replace_still_exists():
+    for module, name in (*dvc_internals.DUMP_TARGETS, dvc_internals.PARAMS_TARGET):
+        assert callable(getattr(__import__(module, fromlist=[name]), name)), (module, name)
+    from dvc.utils.serialize import _common, _yaml
+
+    assert list(inspect.signature(_common._dump_data).parameters) == [
+        "path", "data", "dumper", "fs", "dumper_args"]
+    assert _yaml._dump_data is _common._dump_data  # imported by name: patched in both
+
+
+def test_params_are_parsed_once_per_version(repo, monkeypatch):
+    from dvc.dependency import param
+    from dvc.utils import serialize
+
+    calls = []
+    original = serialize.load_path
+    monkeypatch.setattr(param, "load_path", lambda *a, **k: calls.append(a) or original(*a, **k))
+    with dvc_internals.params_parsed_once(), repo.lock:
+        (stage,) = repo.index.stages
+        for _ in range(5):
+            assert not stage.changed()
+    assert len(calls) == 1  # DVC reads params through param.load_path
+
+
+def test_dvc_lock_is_written_through_the_patched_dump(repo, tmp_path):
+    written = []
+    with dvc_internals.atomic_dvc_writes():
+        from dvc.utils.serialize import _common
+
+        patched = _common._dump_data
+        _common._dump_data = lambda path, *a, **k: written.append(path) or patched(path, *a, **k)
+        try:
+            with repo.lock:
+                (stage,) = repo.index.stages
+                stage.dump(update_pipeline=False)
+        finally:
+            _common._dump_data = patched
+    assert [str(p).rsplit("/", 1)[-1] for p in written] == ["dvc.lock"]
+
+
+def test_run_cache_records_are_found(repo):
+    (record,) = dvc_internals.run_cache_records(repo)
+    with contextlib.chdir(repo.root_dir):
+        used = repo.stage_cache.get_used_objs([record])
+    assert sum(len(objs) for objs in used.values()) == 1  # out.txt
