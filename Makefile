@@ -18,10 +18,8 @@ export DVC_NO_ANALYTICS := 1
 
 PREFECT_PORT ?= 4200
 UI_URL := http://127.0.0.1:$(PREFECT_PORT)
-# No telemetry: it fails without a network and slows the server's start.
-export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: install run flow test check-params compare bench lint ui ui-stop clean
+.PHONY: install run flow test check-params push pull compare bench lint ui serve ui-stop clean
 
 install: $(STAMP)
 
@@ -55,7 +53,13 @@ test: install
 	python -m pytest
 
 check-params: install  ## validate params.yaml, listing every problem
-	python -m stages.config
+	python -m mnist_cnn.cli.checks
+
+push: install  ## send results and the run-cache (with its outputs) to the DVC remote
+	python -m tools.share push
+
+pull: install  ## fetch them: then dvc repro / the flow train nothing that was pushed
+	python -m tools.share pull
 
 compare: install  ## experiments side by side: changed params, accuracy/loss per task
 	python -m tools.compare
@@ -65,15 +69,23 @@ bench: install  ## benchmarks/results.md, accuracy.md (about 35 minutes; not par
 	python -m benchmarks.accuracy task4_sgd
 
 lint: install
-	ruff check stages flows tools tests benchmarks
+	ruff check mnist_cnn stages flows tools tests benchmarks .dvc/plots/build_template.py
 
-ui: install  ## a local Prefect server (SQLite) with its UI, in the background
-	prefect server start --host 127.0.0.1 --port $(PREFECT_PORT) --background > /dev/null
-	@for i in $$(seq 60); do \
-	  PREFECT_API_URL=$(UI_URL)/api prefect server status > /dev/null 2>&1 && break; sleep 1; done
-	@echo "Prefect UI: $(UI_URL)"
+ui: install  ## a local Prefect server (SQLite) with its UI, in the background; idempotent
+	@if PREFECT_API_URL=$(UI_URL)/api prefect server status > /dev/null 2>&1; then \
+	  echo "Prefect UI already running: $(UI_URL)"; \
+	else \
+	  prefect server start --host 127.0.0.1 --port $(PREFECT_PORT) --background > /dev/null \
+	    && for i in $$(seq 120); do \
+	      PREFECT_API_URL=$(UI_URL)/api prefect server status > /dev/null 2>&1 && break; \
+	      sleep 1; done \
+	    && echo "Prefect UI: $(UI_URL)"; \
+	fi
 	@echo "Send flow runs to it: export PREFECT_API_URL=$(UI_URL)/api"
-	@echo "Stop it: make ui-stop"
+	@echo "Start runs from it: make serve. Stop it: make ui-stop"
+
+serve: ui  ## serve the flow as a deployment: the UI's Run button starts the study
+	PREFECT_API_URL=$(UI_URL)/api python -m flows.serve
 
 ui-stop: install
 	prefect server stop

@@ -19,6 +19,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -218,6 +219,13 @@ _RUNNING: set[subprocess.Popen] = set()
 # it ran.
 _WORKER_CAPS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 ERROR_TAIL = 8  # lines of a failed stage's output that become the failure's message
+# TensorFlow's start-up lines, written by its C++ libraries straight to stderr
+# (no environment variable silences them all): dropped from the stage logs.
+NOISE = re.compile(r"^(WARNING: All log messages before absl::InitializeLog\(\)"
+                   r"|I\d{4} [\d:.]+\s+\d+ \S+\.cc:\d+\]"
+                   r"|.*oneDNN custom operations are on"
+                   r"|.*This TensorFlow binary is optimized"
+                   r"|.*To enable the following instructions)")
 
 
 def run_command(cmd: str, root: str, stage: str, emit: Callable[[str], None]) -> None:
@@ -242,8 +250,9 @@ def run_command(cmd: str, root: str, stage: str, emit: Callable[[str], None]) ->
     try:
         for line in proc.stdout:
             line = line.rstrip()
-            tail.append(line)
-            emit(line)
+            if not NOISE.match(line):
+                tail.append(line)
+                emit(line)
         code = proc.wait()
     finally:
         _RUNNING.discard(proc)

@@ -21,21 +21,22 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from contextlib import nullcontext
 from pathlib import Path
+from typing import Any
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import PrefectFuture, as_completed
+from prefect.runtime import flow_run
 from prefect.states import Completed, Failed
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from flows import experiment, ui
 from flows.dvc_project import DvcProject, Prepared, StageFailed, run_command
-from mnist_cnn.cli.checks import ParamsError, load_params
-from mnist_cnn.params import PARAMS_FILE
+from flows.experiment import checked_params
+from mnist_cnn.cli.checks import ParamsError
 
-REPORT = "data/report/report.md"
-ARTIFACT_KEY = "mnist-cnn-results"
 DEFAULT_WORKERS = max(1, min(2, os.cpu_count() or 1))
 DOWNLOAD_RETRIES = 2
 RUN, CACHED, UP_TO_DATE = "ran", "cached", "up-to-date"  # what a stage needed; its tag
@@ -89,30 +90,48 @@ def select(graph: dict[str, list[str]], tasks: list[str] | None) -> list[str]:
 # Threads for task runs; how many stages do real work at once is `workers`.
 @flow(name="mnist-cnn-study", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=16))
 def pipeline(tasks: list[str] | None = None, workers: int = DEFAULT_WORKERS,
-             project: str = ".") -> dict[str, str]:
-    """Run the study's DVC stages as Prefect tasks; returns each stage's final state.
+             overrides: dict[str, Any] | None = None, project: str = ".") -> dict[str, str]:
+    """Run the study's DVC stages: DVC decides what each needs; returns each
+    stage's final state (Completed: ran, Cached: restored, UpToDate).
 
     Args:
         tasks: only these tasks' train/evaluate stages (plus download,
             preprocess and report); default all.
-        workers: stages whose command runs at the same time, at most.
+        workers: stage commands that run at the same time, at most.
+        overrides: params to change for this run, as `dvc exp run -S` takes
+            them, e.g. {"tasks.task1.optimizer.learning_rate": 0.05}. The run
+            then happens in a temporary workspace and is saved as a DVC
+            experiment named after the flow run; your workspace is untouched.
         project: the project folder (holding dvc.yaml).
     """
     logger = get_run_logger()
-    # Every problem in params.yaml, named, before any stage starts.
-    load_params(Path(project) / PARAMS_FILE)
-    with DvcProject(project) as dvc:
-        states = Scheduler(dvc, select(dvc.graph, tasks), workers, logger).run()
-        report = dvc.root + "/" + REPORT
-        if states.get("report") in DONE and os.path.isfile(report):
-            with open(report) as fh:
-                text = fh.read().split("\n## Figures", 1)[0]
-            create_markdown_artifact(
-                key=ARTIFACT_KEY, description="MNIST CNN study: final results",
-                markdown=f"{text}\n\nFigures: `data/report/report.html` in the project.\n")
+    root = Path(project).resolve()
+    commit, edited = ui.git_state(root)
+    # A run with overrides runs HEAD with the overrides only, saved as an
+    # experiment under the flow run's first name.
+    exp = (flow_run.get_name(), len(overrides)) if overrides else None
+    if exp:
+        edited = []
+    try:  # every problem in params.yaml and the overrides, named, before any stage
+        checked_params(root, overrides)
+    except ParamsError:
+        ui.label_run(commit, edited, "invalid params", ["failed", "invalid-params"], exp)
+        raise
+    ui.label_run(commit, edited, "running", [], exp)
+    with experiment.workspace(root, overrides) if exp else nullcontext(root) as work:
+        with DvcProject(work) as dvc:
+            states = Scheduler(dvc, select(dvc.graph, tasks), workers, logger).run()
+        what = ui.summary(states)
+        ok = all(st in (*DONE, "Skipped") for st in states.values())
+        if ok and exp:
+            experiment.save(work, exp[0])
+            logger.info("saved as DVC experiment %s: `dvc exp show` lists it", exp[0])
+        if states.get("report") in DONE:
+            ui.publish_results(work, what, exp[0] if exp else None)
+    logger.info("%s", ui.label_run(commit, edited, what, ui.outcome_tags(states), exp))
     # Skipped (a stage waiting on an unselected, stale task) is not a failure.
-    failed = {s: st for s, st in states.items() if st not in (*DONE, "Skipped")}
-    if failed:
+    if not ok:
+        failed = {s: st for s, st in states.items() if st not in (*DONE, "Skipped")}
         raise RuntimeError(f"stages not completed: {failed}")
     return states
 
@@ -213,6 +232,17 @@ def _task_list(text: str) -> list[str]:
     return tasks
 
 
+def _override(text: str) -> tuple[str, Any]:
+    """``tasks.task1.optimizer.learning_rate=0.05`` -> (key, 0.05), the value
+    read as YAML, as DVC reads params."""
+    from dvc.utils.serialize import loads_yaml
+
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key.strip(), loads_yaml(value)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m flows.pipeline",
@@ -224,6 +254,10 @@ def main(argv: list[str] | None = None) -> int:
                         "preprocess and report); default: every task")
     parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS, metavar="N",
                         help="stage commands run at once, at most (default %(default)s)")
+    parser.add_argument("-S", "--set-param", dest="overrides", action="append", default=[],
+                        type=_override, metavar="KEY=VALUE",
+                        help="change a param for this run only, as `dvc exp run -S` does; the "
+                        "run is saved as a DVC experiment, your workspace is untouched")
     parser.add_argument("--project", default=".", metavar="DIR",
                         help="project folder holding dvc.yaml (default: current folder)")
     parser.add_argument("--dask-address", metavar="tcp://HOST:PORT",
@@ -232,8 +266,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.workers < 1:
         parser.error("--workers must be at least 1")
+    overrides = dict(args.overrides) or None
     try:  # before a Prefect server is even started
-        params = load_params(Path(args.project) / PARAMS_FILE)
+        params = checked_params(Path(args.project).resolve(), overrides)
     except ParamsError as exc:
         parser.exit(1, f"error: {exc}\n")
     if unknown := sorted(set(args.tasks or ()) - set(params.tasks)):
@@ -241,8 +276,8 @@ def main(argv: list[str] | None = None) -> int:
                      f"known: {', '.join(params.tasks)}")
     flow_ = pipeline.with_options(task_runner=dask_runner(args.dask_address)) \
         if args.dask_address else pipeline
-    state = flow_(tasks=args.tasks, workers=args.workers, project=args.project,
-                  return_state=True)
+    state = flow_(tasks=args.tasks, workers=args.workers, overrides=overrides,
+                  project=args.project, return_state=True)
     return 0 if state.is_completed() else 1
 
 

@@ -1,0 +1,126 @@
+"""What the Prefect UI shows of a study run: its name and tags (the commit it
+ran, whether params or code were edited, what happened), and its artifacts
+(the results table, a link to the report)."""
+
+from __future__ import annotations
+
+import subprocess
+from collections import Counter
+from pathlib import Path
+
+import pandas as pd
+from prefect import get_client
+from prefect.artifacts import create_link_artifact, create_table_artifact
+from prefect.runtime import flow_run
+
+RESULTS_KEY = "mnist-cnn-results"
+REPORT_KEY = "mnist-cnn-report"
+RESULTS = Path("data/report/results.csv")
+REPORT = Path("data/report/report.html")
+CODE = ("dvc.yaml", "mnist_cnn", "stages")  # what the stages run
+
+
+def _git(root: Path, *args: str) -> str:
+    proc = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True)
+    return proc.stdout.strip() if proc.returncode == 0 else ""
+
+
+def git_state(root: Path) -> tuple[str, list[str]]:
+    """The short commit and what differs from it: ``params``, ``code``."""
+    commit = _git(root, "rev-parse", "--short", "HEAD") or "no-commit"
+    edited = [what for what, paths in (("params", ("params.yaml",)), ("code", CODE))
+              if _git(root, "status", "--porcelain", "--untracked-files=no", "--", *paths)]
+    return commit, edited
+
+
+def summary(states: dict[str, str]) -> str:
+    """``task1 retrained, 2 more ran, 3 restored from cache, 15 up to date``."""
+    count = Counter(states.values())
+    if set(count) == {"UpToDate"}:
+        return "nothing to do"
+    retrained = [s.partition("@")[2] for s, st in states.items()
+                 if st == "Completed" and s.startswith("train@")]
+    failed = [s for s, st in states.items() if st not in ("Completed", "Cached", "UpToDate",
+                                                           "Skipped")]
+    parts = [f"failed: {', '.join(failed)}"] if failed else []
+    if retrained:
+        parts.append(f"{', '.join(retrained)} retrained")
+    if more := count["Completed"] - len(retrained):
+        parts.append(f"{more} {'more ' if retrained else ''}ran")
+    if count["Cached"]:
+        parts.append(f"{count['Cached']} restored from cache")
+    if count["UpToDate"]:
+        parts.append(f"{count['UpToDate']} up to date")
+    if count["Skipped"]:
+        parts.append(f"{count['Skipped']} skipped")
+    return ", ".join(parts)
+
+
+def outcome_tags(states: dict[str, str]) -> list[str]:
+    values = set(states.values())
+    tags = [f"retrained:{s.partition('@')[2]}" for s, st in states.items()
+            if st == "Completed" and s.startswith("train@")]
+    tags += [tag for tag, state in (("ran", "Completed"), ("restored", "Cached"))
+             if state in values]
+    if values == {"UpToDate"}:
+        tags.append("nothing-to-do")
+    if values - {"Completed", "Cached", "UpToDate", "Skipped"}:
+        tags.append("failed")
+    return tags
+
+
+def label_run(commit: str, edited: list[str], what: str, tags: list[str],
+              experiment: tuple[str, int] | None = None) -> str:
+    """Name and tag the current flow run; returns the name. ``experiment`` is
+    (name, number of overrides) for a run saved as a DVC experiment."""
+    where = f"{commit}{''.join(f'+{e}' for e in edited)}"
+    labels = [f"commit:{commit}", *(f"{e}-edited" for e in edited)]
+    if experiment:
+        exp, n = experiment
+        where += f" exp {exp} ({n} override{'s' if n > 1 else ''})"
+        labels += [f"exp:{exp}", "overrides"]
+    name = f"{where}: {what}"
+    if run_id := flow_run.get_id():
+        with get_client(sync_client=True) as client:
+            client.update_flow_run(run_id, name=name, tags=[*labels, *tags])
+    return name
+
+
+def _fmt(value, digits: int = 4) -> str:
+    return "–" if value is None or pd.isna(value) else f"{value:.{digits}f}"
+
+
+def results_rows(results: pd.DataFrame) -> list[dict[str, str]]:
+    """The results table as the UI shows it: narrow, test accuracy first."""
+    rows = []
+    for task, r in results.iterrows():
+        spread = f" ± {r.accuracy_std:.4f}" if r.seeds > 1 else ""
+        rows.append({
+            "task": task,
+            "test acc": f"{r.accuracy:.4f}{spread}",
+            "notebook": _fmt(r.nb_accuracy),
+            "Δ": "–" if pd.isna(r.nb_accuracy) else f"{r.accuracy - r.nb_accuracy:+.4f}",
+            "test loss": f"{r.loss:.4f}",
+            "epochs": str(r.epochs),
+            "s/epoch": f"{r.s_per_epoch:.1f}",
+        })
+    return rows
+
+
+def publish_results(workspace: Path, what: str, experiment: str | None = None) -> str | None:
+    """The results table and a link to the report, if the report exists."""
+    results = workspace / RESULTS
+    if not results.is_file():
+        return None
+    df = pd.read_csv(results, index_col="task")
+    best = df["accuracy"].idxmax()
+    nb = df.loc[best, "nb_accuracy"]
+    description = (f"{what}. Best: {best} {df.loc[best, 'accuracy']:.4f}"
+                   + ("" if pd.isna(nb) else f" (notebook {nb:.4f})")
+                   + (f". Experiment {experiment}: `dvc exp show`" if experiment else ""))
+    create_table_artifact(results_rows(df), key=RESULTS_KEY, description=description)
+    if not experiment:  # an experiment's report lives in DVC: `dvc exp apply NAME`
+        report = (workspace / REPORT).resolve()
+        create_link_artifact(report.as_uri(), link_text=str(report), key=REPORT_KEY,
+                             description="The full report: tables, findings, figures")
+    return description

@@ -1,0 +1,160 @@
+"""What the Prefect UI shows, read back through a real local Prefect server's
+API: run names and tags, task-run tags and logs, the results artifact, a
+failure's message, and a run started from a deployment with an override.
+Real DVC and Keras on a small subset."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import time
+
+import pytest
+from prefect import get_client
+from prefect.client.schemas.filters import (
+    FlowRunFilter,
+    FlowRunFilterId,
+    LogFilter,
+    LogFilterTaskRunId,
+)
+from prefect.deployments import run_deployment
+from prefect.settings import PREFECT_API_URL
+
+from flows.pipeline import pipeline
+from flows.ui import RESULTS_KEY
+from tests.conftest import TASKS
+
+pytestmark = pytest.mark.slow
+
+COLUMNS = ["task", "test acc", "notebook", "Δ", "test loss", "epochs", "s/epoch"]
+
+
+def run(project, **params):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MNIST_NPZ", project.env["MNIST_NPZ"])
+        state = pipeline(project=str(project.path), return_state=True, **params)
+    with get_client(sync_client=True) as client:
+        flow_run = client.read_flow_run(state.state_details.flow_run_id)
+        task_runs = client.read_task_runs(flow_run_filter=FlowRunFilter(
+            id=FlowRunFilterId(any_=[flow_run.id])))
+    return state, flow_run, {t.name: t for t in task_runs}
+
+
+def deployed(name: str) -> bool:
+    from prefect.exceptions import ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_deployment_by_name(name)
+        except ObjectNotFound:
+            return False
+    return True
+
+
+def commit_of(project) -> str:
+    return project.run("git", "rev-parse", "--short", "HEAD").stdout.strip()
+
+
+def test_runs_say_what_they_are(built, harness):
+    sha = commit_of(built)
+    state, flow_run, task_runs = run(built)
+    assert state.is_completed()
+    assert flow_run.name == f"{sha}: nothing to do"
+    assert {f"commit:{sha}", "nothing-to-do"} <= set(flow_run.tags)
+    assert {tuple(t.tags) for t in task_runs.values()} == {("up-to-date",)}
+
+    built.edit_params(lambda d: d["tasks"]["task1"]["optimizer"].update(learning_rate=0.05))
+    state, flow_run, task_runs = run(built)
+    assert flow_run.name == f"{sha}+params: task1 retrained, 2 more ran, 18 up to date"
+    assert {"params-edited", "retrained:task1", "ran"} <= set(flow_run.tags)
+    ran = {n for n, t in task_runs.items() if "ran" in t.tags}
+    assert ran == {"train[task1]", "evaluate[task1]", "report"}
+    assert {n for n, t in task_runs.items() if t.state.name == "Completed"} == ran
+
+    # Each stage's log ends with one line saying why it ran; no TensorFlow noise.
+    with get_client(sync_client=True) as client:
+        logs = [log.message for log in client.read_logs(log_filter=LogFilter(
+            task_run_id=LogFilterTaskRunId(any_=[task_runs["train[task1]"].id])))]
+    ours = [line for line in logs if not line.startswith("Finished in state")]  # Prefect's
+    assert ours[-1] == "train@task1: ran, because tasks.task1.optimizer.learning_rate 0.01 -> 0.05"
+    assert any(re.match(r"\d+/\d+ - .*loss: ", line) for line in logs)  # Keras' epoch line
+    assert not [line for line in logs if "oneDNN" in line or "absl" in line]
+
+    # Going back: restored, tagged and named as such.
+    built.run("git", "checkout", "params.yaml")
+    state, flow_run, task_runs = run(built)
+    assert flow_run.name == f"{sha}: 3 restored from cache, 18 up to date"
+    assert {n for n, t in task_runs.items() if "cached" in t.tags} == {
+        "train[task1]", "evaluate[task1]", "report"}
+    assert task_runs["train[task1]"].state.name == "Cached"
+    assert "tasks.task1.optimizer.learning_rate 0.05 -> 0.01" in \
+        task_runs["train[task1]"].state.message
+
+
+def test_the_results_artifact_fits_a_laptop_screen(built, harness):
+    run(built)
+    with get_client(sync_client=True) as client:
+        (artifact,) = [a for a in client.read_latest_artifacts() if a.key == RESULTS_KEY]
+    rows = json.loads(artifact.data) if isinstance(artifact.data, str) else artifact.data
+    assert [list(r) for r in rows] == [COLUMNS] * len(TASKS)
+    assert [r["task"] for r in rows] == TASKS
+    assert "\n" not in artifact.description
+    assert re.fullmatch(r"nothing to do\. Best: \w+ \d\.\d{4}( \(notebook \d\.\d{4}\))?",
+                        artifact.description), artifact.description
+
+
+def test_a_params_typo_fails_at_once_naming_the_key(built, harness):
+    built.edit_params(lambda d: d["tasks"]["task1"]["optimizer"].update(learnig_rate=0.1))
+    state, flow_run, task_runs = run(built)
+    assert state.is_failed()
+    assert "tasks.task1.optimizer.learnig_rate: unknown key (did you mean 'learning_rate'?)" \
+        in state.message
+    assert task_runs == {}  # no stage started
+    assert "invalid-params" in flow_run.tags
+
+
+def test_a_failing_stage_says_why_at_the_top(built, harness, tmp_path):
+    bad = tmp_path / "mnist.npz"
+    bad.write_bytes(b"not a zip")
+    built.env["MNIST_NPZ"] = str(bad)
+    built.edit_params(lambda d: d["data"].update(url="https://example.invalid/mnist.npz"))
+    state, flow_run, task_runs = run(built)
+    assert state.is_failed()
+    failed = task_runs["download"]
+    assert failed.state.name == "Failed"
+    assert failed.state.message.startswith("download exited with status 1: error: ")
+    assert f"{bad}: not a readable .npz file" in failed.state.message
+    assert "failed" in flow_run.tags and flow_run.name.endswith("failed: download, 20 skipped")
+
+
+def test_a_run_started_from_the_deployment_becomes_an_experiment(built, harness):
+    params_before = (built.path / "params.yaml").read_bytes()
+    env = {**built.env, "PREFECT_API_URL": PREFECT_API_URL.value()}
+    server = subprocess.Popen([sys.executable, "-m", "flows.serve"], cwd=built.path, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 120
+        while not deployed("mnist-cnn-study/study"):
+            assert time.monotonic() < deadline and server.poll() is None, "not served"
+            time.sleep(1)
+        flow_run = run_deployment(
+            "mnist-cnn-study/study", timeout=900,
+            parameters={"overrides": {"tasks.task1.optimizer.learning_rate": 0.05}})
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+    assert flow_run.state.is_completed(), flow_run.state.message
+    exps = json.loads(built.dvc("exp", "show", "--json").stdout)
+    saved = {e["name"]: e["revs"][0]["data"] for row in exps
+             for e in row.get("experiments") or []}
+    with get_client(sync_client=True) as client:
+        final = client.read_flow_run(flow_run.id)
+    exp_name = re.search(r" exp (\S+) ", final.name).group(1)
+    data = saved[exp_name]
+    lr = data["params"]["params.yaml"]["data"]["tasks"]["task1"]["optimizer"]["learning_rate"]
+    assert lr == 0.05
+    assert "data/eval/task1/metrics.json" in data["metrics"]
+    assert (built.path / "params.yaml").read_bytes() == params_before
+    assert f"exp:{exp_name}" in final.tags
