@@ -1,11 +1,10 @@
-"""`make compare`: one compact row per experiment from `dvc exp show --json`."""
+"""`make compare`: the experiments' changed params, then each task's scores
+side by side, the best marked, within 120 columns."""
 
 from __future__ import annotations
 
+from tests.conftest import TASKS
 from tools.compare import rows, table
-
-TASKS = ["task1", "task2", "task2_15_epochs", "task2_one_conv", "task2_three_conv", "task3",
-         "task4_sgd", "task4_adam", "task2_maxpool"]
 
 
 def entry(rev, name, lr, acc):
@@ -17,23 +16,30 @@ def entry(rev, name, lr, acc):
     return {"rev": rev, "name": name, "data": {"params": params, "metrics": metrics}}
 
 
-SHOW = [
-    entry("workspace", None, 0.01, 0.9863),
-    {**entry("f00dcafe1234", "main", 0.01, 0.9863), "experiments": [
-        {"name": "fast-lr", "revs": [entry("aaaa111", "fast-lr", 0.05, 0.5)]},
-        {"name": "slow-lr", "revs": [entry("bbbb222", "slow-lr", 0.002, 1.0)]},
-    ]},
-]
+def show(n_experiments: int = 2) -> list[dict]:
+    exps = [{"name": f"lr-{i}", "revs": [entry(f"{i:07d}", f"lr-{i}", 0.01 * (i + 2),
+                                               0.5 + i / 100)]}
+            for i in range(n_experiments)]
+    return [entry("workspace", None, 0.01, 0.9863),
+            {**entry("f00dcafe1234", "main", 0.01, 0.9863), "experiments": exps}]
 
 
-def test_one_row_per_experiment_with_the_params_that_differ():
-    out = table(rows(SHOW)).splitlines()
-    assert [line.split()[0] for line in out[1:-1]] == ["workspace", "main", "fast-lr",
-                                                       "slow-lr"]
-    assert "task1.lr=0.05" in out[3] and "task1.lr=0.002" in out[4]
-    assert "seed" not in out[0] + out[3]  # unchanged params are left out
-    assert out[3].count("50.0/.040") == 9 and out[4].count("100/.040") == 9
+def test_changed_params_then_one_row_per_task():
+    out = table(rows(show())).splitlines()
+    assert out[:5] == ["experiment  changed params",
+                       "workspace   task1.optimizer.learning_rate=0.01",
+                       "main        task1.optimizer.learning_rate=0.01",
+                       "lr-0        task1.optimizer.learning_rate=0.02",
+                       "lr-1        task1.optimizer.learning_rate=0.03"]
+    header = out[6].split()
+    assert header == ["task", "workspace", "main", "lr-0", "lr-1"]
+    task_rows = {line.split()[0]: line.split()[1:] for line in out[7:7 + len(TASKS)]}
+    assert list(task_rows) == TASKS  # full task names, in params.yaml's order
+    assert task_rows["task1"] == ["98.6/.040*", "98.6/.040*", "50.0/.040", "51.0/.040"]
 
 
-def test_fits_a_120_column_terminal():
-    assert max(map(len, table(rows(SHOW)).splitlines()[:-1])) <= 120
+def test_fits_a_120_column_terminal_however_many_experiments():
+    out = table(rows(show(12)))
+    assert max(map(len, out.splitlines())) <= 120
+    assert out.count("\ntask ") == 2  # 14 columns: two blocks
+    assert "lr-11" in out

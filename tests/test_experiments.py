@@ -39,12 +39,14 @@ def test_two_experiments_side_by_side(built):
              for d in exps.values()]
     assert task1[0] != task1[1]
 
-    # The compact comparison: one row per experiment, within 120 columns.
+    # The compact comparison: changed params, then each task's scores side by
+    # side, within 120 columns.
     compare = built.run(sys.executable, "-m", "tools.compare").stdout.splitlines()
-    rows = {line.split()[0]: line for line in compare[1:-1]}
-    assert {"lr-005", "lr-002"} <= set(rows)
-    assert "task1.lr=0.05" in rows["lr-005"] and "task1.lr=0.02" in rows["lr-002"]
-    assert max(len(line) for line in compare[:-1]) <= 120
+    params = {line.split()[0]: line for line in compare[1:compare.index("")]}
+    assert {"lr-005", "lr-002"} <= set(params)
+    assert "task1.optimizer.learning_rate=0.05" in params["lr-005"]
+    assert "task1.optimizer.learning_rate=0.02" in params["lr-002"]
+    assert max(len(line) for line in compare) <= 120
 
     # Deltas between the two, and both sets of curves in one chart.
     diff = built.dvc("metrics", "diff", "lr-005", "lr-002", "--json").stdout

@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 
 from mnist_cnn.report.findings import (
+    caveats,
     check_all,
     deep_sigmoid_stops_learning,
     notebook_noise,
@@ -36,7 +37,9 @@ def table(seeds: int = 1, **changes) -> pd.DataFrame:
         std = pd.Series(runs).std() if len(runs) > 1 else 0.0
         rows.append({"task": task, "accuracy": mean, "accuracy_std": std, "accuracy_runs": runs,
                      "seeds": len(runs), "params": params, "s_per_epoch": secs,
-                     "epochs": epochs, "optimizer": "SGD", "nb_accuracy": 0.9})
+                     "epochs": changes.get(f"{task}_epochs", epochs), "optimizer": "SGD",
+                     "nb_accuracy": 0.9, "nb_epochs": epochs,
+                     "train_images": changes.get("train_images", 60_000)})
     return pd.DataFrame(rows).set_index("task")
 
 
@@ -96,3 +99,33 @@ def test_missing_tasks_are_not_guessed():
                                    relu_beats_sigmoid, pooling_was_never_applied])
 def test_every_sentence_cites_numbers(check):
     assert any(ch.isdigit() for ch in check(table()).text)
+
+
+def test_the_pooling_cell_with_equal_epochs_does_not_credit_training_longer():
+    """With as many epochs as task2 (a quick run), the cell's extra training is
+    not there to credit: the finding says so instead of contradicting itself."""
+    found = pooling_was_never_applied(table(task2_15_epochs_epochs=5))
+    assert "not tested here: task2_15_epochs has 5 epochs and task2 5" in found.text
+    assert "came from training longer" not in found.text
+    assert found.verdict == "does not hold"  # still: no pooling layer was ever added
+
+
+def test_training_longer_within_noise_is_said_so():
+    found = pooling_was_never_applied(table(task2_15_epochs=0.645))
+    assert "Training longer gained nothing beyond noise" in found.text
+
+
+def test_comparisons_need_equal_training():
+    found = deep_sigmoid_stops_learning(table(task2_three_conv_epochs=1))
+    assert found.verdict == "not tested"
+    assert "needs the same epochs for task2_one_conv, task2, task2_three_conv" in found.text
+    assert schedule_rescues_task2(table(task3_epochs=15)).verdict == "not tested"
+    assert relu_beats_sigmoid(table(task4_sgd_epochs=1)).verdict == "not tested"
+
+
+def test_caveats_of_a_quick_run():
+    notes = caveats(table(train_images=2000, task1_epochs=1))
+    assert notes[0].startswith("Trained on 2,000 of the notebook's 60,000 images")
+    assert notes[1].startswith("Fewer epochs than the notebook for task1:")
+    assert notes[2].startswith("One seed per task")
+    assert caveats(table(seeds=3)) == []

@@ -1,9 +1,10 @@
-"""Compare experiments in one compact table (``make compare``).
+"""Compare experiments in one compact view (``make compare``).
 
-One row per experiment (the workspace, the commit and every ``dvc exp run``
-on it): the params that differ between rows, then each task's test accuracy
-(%) and loss, from ``dvc exp show --json``. Fits a 120-column terminal;
-``dvc exp show`` has every column in full.
+The workspace, the commit and every ``dvc exp run`` on it, from
+``dvc exp show --json``: first each experiment's params that differ from the
+others, then one row per task with each experiment's test accuracy (%) and
+loss, the best accuracy of each task marked ``*``. Fits a 120-column
+terminal: experiments beyond what fits go to further blocks.
 """
 
 from __future__ import annotations
@@ -16,11 +17,7 @@ import sys
 
 WIDTH = 120
 METRICS = re.compile(r"data/eval/(?P<task>[^/]+)/metrics\.json$")
-# Shorter names for the params that differ and for the task columns.
-PARAM_WORDS = [("tasks.", ""), ("optimizer.", ""), ("initial_learning_rate", "lr0"),
-               ("learning_rate", "lr")]
-TASK_WORDS = [("task", ""), ("_epochs", "ep"), ("three_conv", "3c"), ("one_conv", "1c"),
-              ("maxpool", "mp")]
+CELL = 12  # "98.6/.040*" plus spacing
 
 
 def _flat(data: dict, prefix: str = "") -> dict[str, object]:
@@ -66,32 +63,39 @@ def rows(show: list[dict]) -> list[dict]:
     return out
 
 
-def _shorten(text: str, words) -> str:
-    for long, short in words:
-        text = text.replace(long, short)
-    return text
+def changed_params(rows: list[dict]) -> dict[str, str]:
+    """Each experiment's params that differ between experiments, as ``key=value``."""
+    keys = sorted({k for r in rows for k in r["params"]})
+    changed = [k for k in keys if len({json.dumps(r["params"].get(k)) for r in rows}) > 1]
+    return {r["name"]: ", ".join(f"{k.removeprefix('tasks.')}={r['params'].get(k)}"
+                                 for k in changed) for r in rows}
 
 
 def table(rows: list[dict], width: int = WIDTH) -> str:
-    keys = sorted({k for r in rows for k in r["params"]})
-    changed = [k for k in keys if len({json.dumps(r["params"].get(k)) for r in rows}) > 1]
     tasks = list(dict.fromkeys(t for r in rows for t in r["scores"]))
-    heads = [_shorten(t, TASK_WORDS)[:8] for t in tasks]
-    col = 10  # a cell and a space
-    name_w = min(16, max(len("experiment"), *(len(r["name"]) for r in rows)))
-    param_w = max(12, width - name_w - 2 - col * len(tasks))
-
-    def diff(r):
-        text = ", ".join(f"{_shorten(k, PARAM_WORDS)}={r['params'].get(k)}" for k in changed)
-        return text if len(text) <= param_w else text[: param_w - 1] + "…"
-
-    lines = ["experiment".ljust(name_w) + "  " + "changed params".ljust(param_w)
-             + "".join(h.rjust(col) for h in heads)]
-    for r in rows:
-        lines.append(r["name"][:name_w].ljust(name_w) + "  " + diff(r).ljust(param_w)
-                     + "".join(cell(*r["scores"].get(t, (None, None))).rjust(col)
-                               for t in tasks))
-    lines.append(f"cells: test accuracy % / test loss; columns: {', '.join(tasks)}")
+    names = [r["name"] for r in rows]
+    name_w = max(len("experiment"), *map(len, names))
+    lines = ["experiment".ljust(name_w) + "  changed params"]
+    for name, diff in changed_params(rows).items():
+        text = f"{name.ljust(name_w)}  {diff or '-'}"
+        lines.append(text if len(text) <= width else text[: width - 1] + "…")
+    task_w = max(len("task"), *map(len, tasks))
+    per_block = max(1, (width - task_w) // CELL)
+    best = {t: max((r["scores"].get(t, (None,))[0] or -1) for r in rows) for t in tasks}
+    for start in range(0, len(rows), per_block):
+        block = rows[start:start + per_block]
+        lines += ["", "task".ljust(task_w) + "".join(  # aligned with the numbers, not the *
+            (r["name"] if len(r["name"]) < CELL - 1 else r["name"][:CELL - 3] + "…"
+             ).rjust(CELL - 1) + " " for r in block).rstrip()]
+        for t in tasks:
+            cells = []
+            for r in block:
+                acc, loss = r["scores"].get(t, (None, None))
+                mark = "*" if acc is not None and acc == best[t] and len(rows) > 1 else " "
+                cells.append((cell(acc, loss) + mark).rjust(CELL))
+            lines.append((t.ljust(task_w) + "".join(cells)).rstrip())
+    lines += ["", "cells: test accuracy % / test loss (mean over seeds); * the best accuracy "
+              "of the task"]
     return "\n".join(lines)
 
 

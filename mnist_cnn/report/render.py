@@ -20,7 +20,7 @@ from mnist_cnn.io import atomic_dir, write_text
 from mnist_cnn.params import Task
 from mnist_cnn.report import figures
 from mnist_cnn.report.collect import best_task_predictions, collect
-from mnist_cnn.report.findings import Finding, check_all, notebook_inside_runs
+from mnist_cnn.report.findings import Finding, caveats, check_all, notebook_inside_runs
 
 log = logging.getLogger(__name__)
 
@@ -92,8 +92,19 @@ def intro(df: pd.DataFrame, seed: int) -> str:
             "time on the machine that ran the pipeline.")
 
 
+def environment(df: pd.DataFrame) -> str:
+    """The versions the models were trained with (as each task's config.json has them)."""
+    envs = {tuple(sorted(e.items())) for e in df["environment"] if e}
+    if not envs:
+        return "Environment: not recorded."
+    text = "; ".join(", ".join(f"{k} {v}" for k, v in env) for env in sorted(envs))
+    return f"Environment: {text}" + (" (the tasks differ)" if len(envs) > 1 else "") + "."
+
+
 def render_markdown(df: pd.DataFrame, found: list[Finding], seed: int) -> str:
-    parts = ["# MNIST CNN study: results", "", intro(df, seed), "", "## Final results", "",
+    notes = [f"> **Read with care.** {note}" for note in caveats(df)]
+    parts = ["# MNIST CNN study: results", "", intro(df, seed), "", *notes,
+             *([""] if notes else []), environment(df), "", "## Final results", "",
              markdown_table(*results_table(df)), "", "## The notebook's conclusions, checked",
              ""]
     parts += [f"- **{f.claim}**: {f.verdict}. {f.text}" for f in found]
@@ -113,10 +124,14 @@ def render_html(df: pd.DataFrame, found: list[Finding], seed: int,
     style = ("body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;"
              "padding:0 1em;color:#222}table{border-collapse:collapse;font-size:13px}"
              "td,th{border:1px solid #ccc;padding:3px 6px;text-align:left}"
-             "th{background:#f3f3f3}img{max-width:100%}figure{margin:1.5em 0}")
+             "th{background:#f3f3f3}img{max-width:100%}figure{margin:1.5em 0}"
+             ".caveat{background:#fff4e5;border-left:4px solid #f0a030;padding:6px 10px}")
     return (f"<!doctype html><html><head><meta charset='utf-8'>"
             f"<title>MNIST CNN study: results</title><style>{style}</style></head><body>"
             f"<h1>MNIST CNN study: results</h1><p>{html.escape(intro(df, seed))}</p>"
+            + "".join(f"<p class='caveat'><b>Read with care.</b> {html.escape(note)}</p>"
+                      for note in caveats(df))
+            + f"<p>{html.escape(environment(df))}</p>"
             f"<h2>Final results</h2>{html_table(*results_table(df))}"
             f"<h2>The notebook's conclusions, checked</h2><ul>{items}</ul>"
             f"<h2>Figures</h2>{figs}</body></html>")
