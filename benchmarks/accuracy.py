@@ -19,11 +19,15 @@ import statistics
 import tempfile
 from pathlib import Path
 
+import keras
+
 from benchmarks.plain_keras import train_plain
-from stages.config import load_params
-from stages.download import ENV_VAR, choose_source, download, keras_cache
-from stages.mnist import prepare, read_raw
-from stages.train import train_one
+from mnist_cnn.cli.checks import check_task_name, load_params
+from mnist_cnn.dataset import prepare
+from mnist_cnn.download import ENV_VAR, choose_source, download, keras_cache
+from mnist_cnn.layout import MODEL
+from mnist_cnn.mnist import read_raw
+from mnist_cnn.training import train_one
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -44,8 +48,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     params = load_params(ROOT / "params.yaml")
-    task = params.tasks[args.task].model_copy(update={"epochs": args.epochs})
-    params.tasks[args.task] = task
+    cfg = params.train_config(check_task_name(args.task, params))
+    task = cfg.spec.model_copy(update={"epochs": args.epochs})
+    cfg = cfg.model_copy(update={"spec": task})
     with tempfile.TemporaryDirectory() as tmp:
         npz = Path(tmp) / "mnist.npz"  # verified on the way, as by the download stage
         download(args.npz or choose_source(os.environ.get(ENV_VAR), keras_cache(),
@@ -57,8 +62,10 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     for seed in args.seeds:
         plain, _ = train_plain(args.task, task, x, y, args.epochs, seed)
-        with tempfile.TemporaryDirectory() as work:
-            ours = train_one(args.task, params, seed, x, y, Path(work))
+        with tempfile.TemporaryDirectory() as tmp:
+            work = Path(tmp) / "work"
+            train_one(cfg, seed, x, y, work, {"config": cfg.model_dump(mode="json")})
+            ours = keras.models.load_model(work / MODEL)
         accs = [m.evaluate(x_test, y_test, batch_size=1000, verbose=0)[1] for m in (plain, ours)]
         rows.append((seed, *accs))
         print(f"seed {seed}: plain {accs[0]:.4f}  pipeline {accs[1]:.4f}", flush=True)

@@ -6,7 +6,8 @@ afford to: how fast the same models train on a GPU, and how much each task's
 test accuracy moves from seed to seed. Models and optimizers come from
 params.yaml through the project's own builder; training is the notebook's
 plain `model.fit(x, y, batch_size=128)`. float32 matmuls are kept at full
-precision (JAX would otherwise use TF32 on the GPU).
+precision (JAX would otherwise use TF32 on the GPU). Needs the project's
+runtime packages (params.yaml is read with DVC's reader) plus jax.
 
     KERAS_BACKEND=jax python -m benchmarks.gpu_keras_jax --npz mnist.npz --out results.json
 """
@@ -25,8 +26,9 @@ import keras
 import numpy as np
 
 from benchmarks.plain_keras import train_plain
-from stages.config import load_params
-from stages.mnist import prepare, read_raw
+from mnist_cnn.cli.checks import load_params
+from mnist_cnn.dataset import prepare
+from mnist_cnn.mnist import read_raw
 
 jax.config.update("jax_default_matmul_precision", "highest")
 

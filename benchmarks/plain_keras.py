@@ -1,7 +1,7 @@
 """The baseline: train one task the way the notebook does.
 
 ``model.fit(x, y, batch_size=128)`` on NumPy arrays, default compile, no
-input pipeline. Same model (built by stages.models), same data (a prepared
+input pipeline. Same model (built by mnist_cnn.models), same data (a prepared
 split), same epochs as the pipeline's train stage. Prints one JSON line:
 per-epoch seconds, test loss and accuracy.
 
@@ -16,9 +16,10 @@ import time
 
 import keras
 
-from stages.config import load_params
-from stages.mnist import load_split
-from stages.models import compile_model
+from mnist_cnn.cli.checks import check_task_name, load_params
+from mnist_cnn.dataset import load_split
+from mnist_cnn.models import compile_model
+from mnist_cnn.params import Task
 
 
 class Timer(keras.callbacks.Callback):
@@ -32,10 +33,11 @@ class Timer(keras.callbacks.Callback):
         self.seconds.append(time.perf_counter() - self._start)
 
 
-def train_plain(name: str, task, x, y, epochs: int, seed: int) -> tuple[keras.Model, Timer]:
+def train_plain(name: str, task: Task, x, y, epochs: int,
+                seed: int) -> tuple[keras.Model, Timer]:
     """The notebook's way: seed, build, compile, ``fit`` on the arrays."""
     keras.utils.set_random_seed(seed)
-    model = compile_model(name, task)  # the notebook's compile: one step per call
+    model = compile_model(task, name=name)  # the notebook's compile: one step per call
     timer = Timer()
     model.fit(x, y, batch_size=128, epochs=epochs, verbose=0, callbacks=[timer])
     return model, timer
@@ -49,7 +51,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--seed", type=int, default=42)
     args = parser.parse_args(argv)
-    task = load_params(args.params).task(args.task)
+    params = load_params(args.params)
+    task = params.tasks[check_task_name(args.task, params, args.params)]
     x, y = load_split(args.data, "train")
     x_test, y_test = load_split(args.data, "test")
     model, timer = train_plain(args.task, task, x, y, args.epochs, args.seed)

@@ -6,13 +6,18 @@ machine slows both sides alike. Three parts:
 
 1. Training throughput of the train stage against the notebook's way of
    training (benchmarks/plain_keras.py), same model, data and epochs.
-2. Overhead: a no-op ``dvc repro``, a no-op flow run (with a Prefect server
-   and without), and a run after one changed hyperparameter minus the time
-   spent training and evaluating that task.
+2. Overhead: a no-op ``dvc repro``, a no-op flow run (every task run ends
+   ``UpToDate``; with a Prefect server and without), and a run after one
+   changed hyperparameter minus the time spent training and evaluating that
+   task.
 3. The whole study run by hand stage after stage, against one flow run
    with concurrent stages.
 
+Every part trains one seed per task (``seeds: 1``), as when the published
+figures were measured.
+
     python -m benchmarks.run [--images 15000] [--epochs 3] [--reps 2] [--study-images 6000]
+                             [--out benchmarks/results.md]
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ import contextlib
 import json
 import os
 import platform
+import re
+import shutil
 import socket
 import statistics
 import subprocess
@@ -31,11 +38,13 @@ import time
 from pathlib import Path
 
 import pandas as pd
-import yaml
+from dvc.utils.serialize import modify_yaml
 
 from flows.dvc_project import DvcProject
-from stages.layout import epoch_log
-from tools.sandbox import ROOT, Project, default_mnist, make_project, shrink
+from mnist_cnn.dataset import SPLIT_SIZES
+from mnist_cnn.layout import epoch_log
+from mnist_cnn.params import Task
+from tests.sandbox import ROOT, Project, default_mnist, make_project, shrink
 
 OUT = ROOT / "benchmarks" / "results.md"
 THROUGHPUT_TASKS = ("task1", "task2", "task4_sgd")
@@ -70,12 +79,12 @@ def matmul_peak(dtype: str = "float32", n: int = 2048) -> float:
     return 2 * n**3 / best / 1e9
 
 
-def forward_flops(task: str, spec) -> int:
+def forward_flops(task: str, spec: Task) -> int:
     """Multiply-adds x 2 of one image's forward pass through the task's model."""
-    from stages.models import build_model
+    from mnist_cnn.models import build_model
 
     flops = 0
-    for layer in build_model(task, spec).layers:
+    for layer in build_model(spec, name=task).layers:
         kind, out = type(layer).__name__, layer.output.shape
         if kind == "Conv2D":
             kh, kw, cin, cout = layer.kernel.shape
@@ -124,6 +133,15 @@ def prefect_server(home: Path):
         proc.wait(timeout=30)
 
 
+TASK_RUN_STATE = re.compile(r"Task run '([^']+)' - Finished in state (\w+)\(")
+
+
+def task_run_states(output: str) -> dict[str, str]:
+    """{task run name: final state name} from a flow run's log, e.g.
+    ``{"train[task1]": "Completed", "report": "UpToDate"}``."""
+    return dict(TASK_RUN_STATE.findall(output))
+
+
 def flow_seconds(output: str) -> float:
     """Flow time: from "Beginning flow run" to "Finished in state" in its log."""
     stamps = [line[:12] for line in output.splitlines()
@@ -138,15 +156,17 @@ def flow_seconds(output: str) -> float:
 
 def throughput(work: Path, images: int, epochs: int, reps: int) -> pd.DataFrame:
     def setup(data):
-        data["data"].update(train_size=images, test_size=None)
+        data["seeds"] = 1
+        data["data"].update(train_size=images, test_size=SPLIT_SIZES["test"])
         for name in THROUGHPUT_TASKS:
             data["tasks"][name]["epochs"] = epochs
 
     project = make_project(work / "throughput", default_mnist(), setup)
     project.dvc("repro", "preprocess")
-    bf16 = yaml.safe_load((project.path / "params.yaml").read_text())
-    bf16["train"]["precision"] = "mixed_bfloat16"
-    (project.path / "params-bf16.yaml").write_text(yaml.safe_dump(bf16, sort_keys=False))
+    # Written by DVC's YAML writer, read back by its reader, as params.yaml is.
+    shutil.copyfile(project.path / "params.yaml", project.path / "params-bf16.yaml")
+    with modify_yaml(project.path / "params-bf16.yaml") as bf16:
+        bf16["train"]["precision"] = "mixed_bfloat16"
 
     def plain(task):
         _, out = timed(project, sys.executable, "-m", "benchmarks.plain_keras", task,
@@ -156,15 +176,14 @@ def throughput(work: Path, images: int, epochs: int, reps: int) -> pd.DataFrame:
 
     def stage(task, params="params.yaml"):
         out = work / "stage-out"
-        project.run(sys.executable, "-m", "stages.train", task, "--data", "data/prepared",
-                    "--out", str(out / "models"), "--state", str(out / "state"),
-                    "--params", params)
-        project.run(sys.executable, "-m", "stages.evaluate", task, "--models",
+        project.run(sys.executable, "-m", "stages.train", "--task", task, "--data",
+                    "data/prepared", "--models", str(out / "models"), "--params", params)
+        project.run(sys.executable, "-m", "stages.evaluate", "--task", task, "--models",
                     str(out / "models"), "--data", "data/prepared", "--out",
                     str(out / "eval"), "--params", params)
-        seconds = pd.read_csv(epoch_log(out / "models", 42, "epoch_seconds"), sep="\t")
-        accuracy = json.loads((out / "eval" / "metrics.json").read_text())["test_accuracy"]
-        return seconds["epoch_seconds"].tolist(), accuracy
+        seconds = pd.read_csv(epoch_log(out / "models" / task, 42, "epoch_seconds"), sep="\t")
+        accuracy = json.loads((out / "eval" / task / "metrics.json").read_text())
+        return seconds["epoch_seconds"].tolist(), accuracy["test_accuracy"]
 
     variants = {"plain": plain, "pipeline": stage,
                 "pipeline bf16": lambda t: stage(t, "params-bf16.yaml")}
@@ -174,9 +193,10 @@ def throughput(work: Path, images: int, epochs: int, reps: int) -> pd.DataFrame:
         for task in THROUGHPUT_TASKS:
             for variant in order:
                 seconds, accuracy = variants[variant](task)
-                # Epoch 1 includes tracing and warm-up; steady state is the rest.
+                # Epoch 1 includes tracing and warm-up; steady state is the rest
+                # (with a single epoch, that epoch: a smoke run, not a measurement).
                 runs.append({"task": task, "variant": variant, "rep": rep,
-                             "images_per_s": images / statistics.median(seconds[1:]),
+                             "images_per_s": images / statistics.median(seconds[1:] or seconds),
                              "accuracy": accuracy})
                 print(f"  {task:10} {variant:14} {runs[-1]['images_per_s']:8.0f} img/s "
                       f"acc {accuracy:.4f}", flush=True)
@@ -206,10 +226,19 @@ def overhead(work: Path) -> dict:
     out.update(changed_repro_wall=wall, changed_repro_own=own)
 
     flow = (sys.executable, "-m", "flows.pipeline")
+
+    def noop_flow_run():
+        wall, proc = timed(project, *flow)
+        states = task_run_states(proc.stdout + proc.stderr)
+        if not states or set(states.values()) != {"UpToDate"}:
+            raise AssertionError(f"a no-op flow run should end every task run UpToDate: "
+                                 f"{states}\n{proc.stdout}{proc.stderr}")
+        return wall, proc
+
     with prefect_server(work / "prefect-home") as url:
         project.env.update(PREFECT_API_URL=url, PREFECT_HOME=str(work / "prefect-home"))
-        timed(project, *flow)  # first run: records cache keys
-        noop_flow = [timed(project, *flow) for _ in range(3)]
+        noop_flow_run()  # warm-up: the server's first flow run registers the flow
+        noop_flow = [noop_flow_run() for _ in range(3)]
         out["noop_flow_wall"] = statistics.median(w for w, _ in noop_flow)
         out["noop_flow_time"] = statistics.median(flow_seconds(p.stdout + p.stderr)
                                                   for _, p in noop_flow)
@@ -218,8 +247,8 @@ def overhead(work: Path) -> dict:
                    changed_flow_time=flow_seconds(log))
     del project.env["PREFECT_API_URL"]
     project.env["PREFECT_HOME"] = str(work / "prefect-ephemeral")
-    timed(project, *flow)
-    out["noop_flow_ephemeral_wall"] = timed(project, *flow)[0]
+    noop_flow_run()
+    out["noop_flow_ephemeral_wall"] = noop_flow_run()[0]
     return out
 
 
@@ -228,7 +257,8 @@ def overhead(work: Path) -> dict:
 
 def study(work: Path, images: int, workers: int) -> dict:
     def size(data):
-        data["data"].update(train_size=images, test_size=None)
+        data["seeds"] = 1
+        data["data"].update(train_size=images, test_size=SPLIT_SIZES["test"])
 
     by_hand = make_project(work / "study-by-hand", default_mnist(), size)
     with DvcProject(by_hand.path) as dvc:
@@ -291,10 +321,10 @@ def render(machine: dict, tput: pd.DataFrame | None, over: dict | None, whole: d
                   "A copy of the project on 2,000 training images, one epoch per task.", "",
                   "| measurement | seconds | target |", "|---|---|---|",
                   f"| no-op `dvc repro` (wall, median of 5) | {over['noop_repro']:.2f} | ≤ 1.5 |",
-                  f"| no-op flow run, Prefect server running (wall, median of 3) | "
-                  f"{over['noop_flow_wall']:.2f} | ≤ 3 |",
+                  f"| no-op flow run (every task run `UpToDate`), Prefect server running "
+                  f"(wall, median of 3) | {over['noop_flow_wall']:.2f} | ≤ 3 |",
                   f"| the same, flow time only (Prefect's log) | {over['noop_flow_time']:.2f} | |",
-                  f"| no-op flow run, ephemeral Prefect (wall) | "
+                  f"| no-op flow run (every task run `UpToDate`), ephemeral Prefect (wall) | "
                   f"{over['noop_flow_ephemeral_wall']:.2f} | |",
                   f"| one changed lr, `dvc repro`: wall {over['changed_repro_wall']:.1f} − "
                   f"task1's own training and evaluation {over['changed_repro_own']:.1f} | "
@@ -327,19 +357,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, default=2, help="whole study: flow workers")
     parser.add_argument("--skip", nargs="*", default=[],
                         choices=["throughput", "overhead", "study"])
+    parser.add_argument("--out", type=Path, default=OUT,
+                        help="Markdown file to write (default: %(default)s)")
     args = parser.parse_args(argv)
 
     import keras
     import tensorflow as tf
 
-    from stages.config import load_params
+    from mnist_cnn.cli.checks import load_params
 
     params = load_params(ROOT / "params.yaml")
     machine = {"date": time.strftime("%Y-%m-%d"), "cpu": cpu_model(), "cores": os.cpu_count(),
                "tensorflow": tf.__version__, "keras": keras.__version__,
                "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "1") != "0",
                "peak32": matmul_peak("float32"), "peak16": matmul_peak("bfloat16"),
-               "flops": {t: forward_flops(t, params.task(t)) for t in THROUGHPUT_TASKS}}
+               "flops": {t: forward_flops(t, params.tasks[t]) for t in THROUGHPUT_TASKS}}
     print(f"machine: {machine['cpu']}, peak {machine['peak32']:.0f} GFLOP/s", flush=True)
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         work = Path(tmp)
@@ -347,8 +379,8 @@ def main(argv: list[str] | None = None) -> None:
                 else throughput(work, args.images, args.epochs, args.reps))
         over = None if "overhead" in args.skip else overhead(work)
         whole = None if "study" in args.skip else study(work, args.study_images, args.workers)
-    OUT.write_text(render(machine, tput, over, whole, args))
-    print(f"wrote {OUT}")
+    args.out.write_text(render(machine, tput, over, whole, args))
+    print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":
