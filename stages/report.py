@@ -1,5 +1,6 @@
 """Stage ``report``: the notebook's "Final Results" table with our figures,
-its conclusions checked against them, and figures (report.md, report.html)."""
+its conclusions checked against them, and figures (report.md, report.html);
+every task's test accuracy and loss in one metrics file."""
 
 from __future__ import annotations
 
@@ -22,11 +23,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data", type=Path, required=True,
                         help="prepared data (test images for the misclassified digits)")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
+    parser.add_argument("--metrics", type=Path, required=True,
+                        help="the study's summary metrics (a DVC metric)")
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args(argv)
     with runner.stage("report", args.params, PARAMS) as params:
         write_report(params.tasks, params.seed_list, args.models, args.evals, args.data,
-                     args.out)
+                     args.out, args.metrics)
 
 
 if __name__ == "__main__":

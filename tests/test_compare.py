@@ -8,9 +8,8 @@ from tools.compare import rows, table
 
 
 def entry(rev, name, lr, acc):
-    metrics = {f"data/eval/{t}/metrics.json": {"data": {"test_accuracy": acc,
-                                                        "test_loss": 0.0397}}
-               for t in TASKS}
+    metrics = {"data/metrics.json": {"data": {t: {"acc": acc, "loss": 0.0397}
+                                              for t in TASKS}}}
     params = {"params.yaml": {"data": {"seed": 42, "tasks": {"task1": {
         "optimizer": {"name": "sgd", "learning_rate": lr}, "layers": [{"type": "flatten"}]}}}}}
     return {"rev": rev, "name": name, "data": {"params": params, "metrics": metrics}}

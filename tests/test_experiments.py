@@ -15,6 +15,8 @@ from tests.conftest import TASKS, make_project, ran
 pytestmark = pytest.mark.slow
 
 PNG = b"\x89PNG\r\n\x1a\n"
+# The README's short `dvc exp show`: test accuracy of what changed, and the params.
+EXP_SHOW_DROP = "Created|data/|mnist_cnn/|.*loss"
 
 
 def exp_run(project, name: str, *sets: str):
@@ -34,9 +36,8 @@ def test_two_experiments_side_by_side(built):
            for n, d in exps.items()}
     assert lrs == {"lr-005": 0.05, "lr-002": 0.02}
     for data in exps.values():
-        assert {f"data/eval/{t}/metrics.json" for t in TASKS} <= set(data["metrics"])
-    task1 = [d["metrics"]["data/eval/task1/metrics.json"]["data"]["test_loss"]
-             for d in exps.values()]
+        assert set(data["metrics"]["data/metrics.json"]["data"]) == set(TASKS)
+    task1 = [d["metrics"]["data/metrics.json"]["data"]["task1"]["loss"] for d in exps.values()]
     assert task1[0] != task1[1]
 
     # The compact comparison: changed params, then each task's scores side by
@@ -50,9 +51,16 @@ def test_two_experiments_side_by_side(built):
 
     # Deltas between the two, and both sets of curves in one chart.
     diff = built.dvc("metrics", "diff", "lr-005", "lr-002", "--json").stdout
-    changed = json.loads(diff)
-    assert "test_loss" in changed["data/eval/task1/metrics.json"]
-    assert "data/eval/task2/metrics.json" not in changed  # task2 did not change
+    changed = json.loads(diff)["data/metrics.json"]
+    assert "task1.loss" in changed
+    assert "task2.loss" not in changed  # task2 did not change
+
+    # `dvc exp show` in its short form fits a 120-column terminal.
+    built.env["COLUMNS"] = "120"
+    short = built.dvc("exp", "show", "--no-pager", "--only-changed", "--drop",
+                      EXP_SHOW_DROP).stdout.splitlines()
+    assert max(map(len, short)) <= 120
+    assert any("task1.acc" in line for line in short) and "…" not in "".join(short)
     plots = json.loads(built.dvc("plots", "diff", "lr-005", "lr-002", "--json").stdout)["data"]
     loss = plots["Training loss per epoch"][0]["content"]["data"]["values"]
     assert {v["rev"] for v in loss} == {"lr-005", "lr-002"}

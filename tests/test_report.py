@@ -92,10 +92,13 @@ def test_write_report_writes_every_file_or_none(tmp_path):
     (root / "prepared").mkdir()
     save_split(root / "prepared", "test", rng.random((10, 28, 28, 1), np.float32),
                np.eye(10, dtype=np.float32)[np.arange(10)])
-    write_report(TASKS, [42], root / "models", root / "eval", root / "prepared", root / "report")
+    write_report(TASKS, [42], root / "models", root / "eval", root / "prepared", root / "report",
+                 root / "metrics.json")
     names = sorted(p.relative_to(root / "report").as_posix()
                    for p in (root / "report").rglob("*") if p.is_file())
     assert names == ["curves.csv", "figures/accuracy.png", "figures/confusion.png",
                      "figures/curves.png", "figures/epoch_time.png",
                      "figures/misclassified.png", "report.html", "report.md", "results.csv"]
+    assert json.loads((root / "metrics.json").read_text()) == {
+        "task1": {"acc": 0.9, "loss": 0.3}, "task4_adam": {"acc": 0.99, "loss": 0.3}}
     assert seed_dir(root / "models" / "task1", 42).is_dir()

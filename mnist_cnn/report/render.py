@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from mnist_cnn.io import atomic_dir, write_text
+from mnist_cnn.io import atomic_dir, write_json, write_text
 from mnist_cnn.params import Task
 from mnist_cnn.report import figures
 from mnist_cnn.report.collect import best_task_predictions, collect
@@ -149,10 +149,24 @@ def make_figures(df: pd.DataFrame, curve: pd.DataFrame, evals: Path,
     }
 
 
+def summary_metrics(df: pd.DataFrame) -> dict[str, dict[str, float]]:
+    """Every task's test accuracy and loss (mean over seeds; with several
+    seeds their spread too), in one small file: the study's DVC metric, so
+    `dvc exp show` columns read ``task1.acc``."""
+    spread = bool((df["seeds"] > 1).any())
+    out = {}
+    for task, r in df.iterrows():
+        out[task] = {"acc": r.accuracy, "loss": r.loss}
+        if spread:
+            out[task].update(acc_std=r.accuracy_std, loss_std=r.loss_std)
+    return out
+
+
 def write_report(tasks: dict[str, Task], seeds: list[int], models: Path, evals: Path,
-                 data: Path, out: Path) -> pd.DataFrame:
+                 data: Path, out: Path, metrics: Path) -> pd.DataFrame:
     """Collect every task's results, check the notebook's conclusions, draw the
-    figures and write the report folder ``out`` atomically."""
+    figures and write the report folder ``out`` atomically; the study's
+    summary metrics go to ``metrics``."""
     df, curve = collect(tasks, seeds, models, evals)
     found = check_all(df, curve)
     images = make_figures(df, curve, evals, data)
@@ -164,5 +178,6 @@ def write_report(tasks: dict[str, Task], seeds: list[int], models: Path, evals: 
         write_text(staging / "report.html", render_html(df, found, seeds[0], images))
         df.drop(columns="environment").to_csv(staging / "results.csv")
         curve.to_csv(staging / "curves.csv", index=False)
-    log.info("wrote %s and %s", out / "report.md", out / "report.html")
+    write_json(metrics, summary_metrics(df))
+    log.info("wrote %s, %s and %s", out / "report.md", out / "report.html", metrics)
     return df
