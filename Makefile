@@ -19,7 +19,7 @@ export DVC_NO_ANALYTICS := 1
 PREFECT_PORT ?= 4200
 UI_URL := http://127.0.0.1:$(PREFECT_PORT)
 
-.PHONY: install run flow test check-params push pull compare bench lint ui serve ui-stop clean
+.PHONY: install run flow test check-params push pull compare bench bench-cache lint ui serve ui-stop clean
 
 install: $(STAMP)
 
@@ -67,6 +67,9 @@ compare: install  ## experiments side by side: changed params, accuracy/loss per
 bench: install  ## benchmarks/results.md, accuracy.md (about 35 minutes; not part of the tests)
 	python -m benchmarks.run
 	python -m benchmarks.accuracy task4_sgd
+
+bench-cache: install  ## cache timings on this built project: make bench-cache FULL_RUN_SECONDS=<make run's time>
+	python -m benchmarks.cache --project . --full-run-seconds $(FULL_RUN_SECONDS)
 
 lint: install
 	ruff check mnist_cnn stages flows tools tests benchmarks .dvc/plots/build_template.py
