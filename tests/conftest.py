@@ -107,3 +107,17 @@ def wait_for(condition, timeout=120.0, interval=0.05):
             return
         time.sleep(interval)
     raise AssertionError("timed out waiting")
+
+
+def stage_processes(folder: Path) -> list[str]:
+    """Command lines of the `python -m stages.*` processes working in ``folder``."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            cwd = os.readlink(f"/proc/{pid}/cwd")
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+        if "-m stages." in cmd and Path(cwd) == folder:
+            found.append(cmd)
+    return found

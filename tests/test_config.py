@@ -209,3 +209,19 @@ def test_a_key_given_twice_is_refused_as_dvc_refuses_it(tmp_path):
     path.write_text(TRICKY.replace("seeds: 1\n", "seeds: 1\nseeds: 2\n"))
     with pytest.raises(ParamsError, match=r"not valid YAML at line 3.*duplicate key"):
         load_params(path)
+
+
+def test_params_yaml_is_laid_out_as_dvc_writes_it(tmp_path):
+    """`dvc exp run -S key=value` rewrites the whole file in DVC's layout: in
+    that layout already, only the value's line changes (comments kept)."""
+    from dvc.utils.serialize import modify_yaml
+
+    text = (ROOT / "params.yaml").read_text()
+    copy = tmp_path / "params.yaml"
+    copy.write_text(text)
+    with modify_yaml(copy) as data:
+        data["tasks"]["task1"]["optimizer"]["learning_rate"] = 0.05
+    changed = [(a, b) for a, b in zip(text.splitlines(), copy.read_text().splitlines(),
+                                      strict=True) if a != b]
+    assert changed == [("    optimizer: {name: sgd, learning_rate: 0.01}",
+                        "    optimizer: {name: sgd, learning_rate: 0.05}")]

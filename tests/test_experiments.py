@@ -27,6 +27,9 @@ def exp_run(project, name: str, *sets: str):
 def test_two_experiments_side_by_side(built):
     out = exp_run(built, "lr-005", "tasks.task1.optimizer.learning_rate=0.05").stdout
     assert ran(out) == {"train@task1", "evaluate@task1", "report"}
+    # DVC rewrote params.yaml in its own layout, which is the file's: one line changed.
+    numstat = built.run("git", "diff", "--numstat", "params.yaml").stdout.split()
+    assert numstat == ["1", "1", "params.yaml"]
     exp_run(built, "lr-002", "tasks.task1.optimizer.learning_rate=0.02")
 
     show = json.loads(built.dvc("exp", "show", "--json").stdout)

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from dvc.utils.serialize import load_yaml
 
-from tests.conftest import finish, kill, ran, snapshot, start, wait_for
+from tests.conftest import finish, kill, ran, snapshot, stage_processes, start, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -241,20 +241,6 @@ def test_two_dvc_repro_at_once(built):
 
 
 # --- kills of one process, concurrency --------------------------------------------
-
-
-def stage_processes(folder: Path) -> list[int]:
-    """Pids of the `python -m stages.*` processes working in ``folder``."""
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-            cwd = os.readlink(f"/proc/{pid}/cwd")
-        except OSError:  # gone meanwhile, or not ours to read
-            continue
-        if "-m stages." in cmd and Path(cwd) == folder:
-            found.append(int(pid))
-    return found
 
 
 def trained_weights(folder: Path) -> list[np.ndarray]:

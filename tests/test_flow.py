@@ -9,11 +9,9 @@ order. Task-run states are read back from the Prefect API.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import sys
 import time
-from pathlib import Path
 
 import pytest
 from dvc.utils.serialize import modify_yaml
@@ -26,7 +24,7 @@ from ruamel.yaml.representer import RepresenterError
 from flows.dvc_project import DvcProject
 from flows.pipeline import pipeline, run_name
 from flows.ui import RESULTS_KEY
-from tests.conftest import TASKS, finish, make_project, snapshot, start, wait_for
+from tests.conftest import TASKS, finish, make_project, snapshot, stage_processes, start, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -218,24 +216,10 @@ def test_sigterm_crashes_the_flow_and_the_next_run_reuses_finished_steps(project
         (last,) = client.read_flow_runs(limit=1, sort=FlowRunSort.START_TIME_DESC)
     assert last.state.name == "Crashed"
     # No stage process of this project outlives the flow.
-    assert not _stage_processes_in(project.path)
+    assert not stage_processes(project.path)
     # Stages run task by task: task1's were done, task2's training was not.
     assert not_cached(project.flow()) == {"train[task2]", "evaluate[task2]", "report"}
     assert dvc_is_clean(project)
-
-
-def _stage_processes_in(folder: Path) -> list[str]:
-    """Command lines of the `python -m stages.*` processes working in ``folder``."""
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-            cwd = os.readlink(f"/proc/{pid}/cwd")
-        except OSError:  # gone meanwhile, or not ours to read
-            continue
-        if "-m stages." in cmd and Path(cwd) == folder:
-            found.append(cmd)
-    return found
 
 
 def test_on_a_dask_cluster_results_equal_a_local_run(tmp_path, mnist_npz, harness):
