@@ -143,7 +143,10 @@ def test_a_task_stage_depends_on_its_own_params_only(task):
     assert not {p for p in STAGES[f"evaluate@{task}"]["params"] if p.startswith("tasks")}
 
 
-def test_no_output_is_persistent():
-    """DVC's run-cache skips stages with persistent outputs."""
+def test_every_stage_can_be_restored_from_the_run_cache():
+    """DVC's run-cache records no stage with a persistent output, nor one with
+    an uncached output that is not a metric or a plot (Stage.run)."""
     with Repo(str(ROOT)) as repo:
-        assert not [str(o) for s in repo.index.stages for o in s.outs if o.persist]
+        outs = [o for s in repo.index.stages for o in s.outs]
+    assert not [str(o) for o in outs if o.persist]
+    assert not [str(o) for o in outs if not (o.use_cache or o.is_metric or o.is_plot)]
