@@ -75,16 +75,19 @@ def run_stage(stage: str, action: str, why: str, cmd: str, root: str):
     return Completed(message=f"ran; changed: {why}")
 
 
-def select(graph: dict[str, list[str]], tasks: list[str] | None) -> list[str]:
-    """Stages to run: all of them, or the shared ones plus the named tasks'."""
+def check_tasks(tasks: list[str] | None, known: list[str]) -> None:
+    """ValueError naming the unknown ones, if ``tasks`` are not all ``known``."""
     if tasks is None:
-        return list(graph)
-    known = {s.partition("@")[2] for s in graph if "@" in s}
-    unknown = sorted(set(tasks) - known)
+        return
+    unknown = sorted(set(tasks) - set(known))
     if unknown or not tasks:
         raise ValueError(f"--tasks: unknown task(s) {', '.join(unknown) or '(none given)'}; "
-                         f"known: {', '.join(sorted(known))}")
-    return [s for s in graph if "@" not in s or s.partition("@")[2] in tasks]
+                         f"known: {', '.join(known)}")
+
+
+def select(graph: dict[str, list[str]], tasks: list[str] | None) -> list[str]:
+    """Stages to run: all of them, or the shared ones plus the named tasks'."""
+    return [s for s in graph if tasks is None or "@" not in s or s.partition("@")[2] in tasks]
 
 
 # Threads for task runs; how many stages do real work at once is `workers`.
@@ -112,10 +115,11 @@ def pipeline(tasks: list[str] | None = None, workers: int = DEFAULT_WORKERS,
     exp = (flow_run.get_name(), len(overrides)) if overrides else None
     if exp:
         edited = []
-    try:  # every problem in params.yaml and the overrides, named, before any stage
-        checked_params(root, overrides)
-    except ParamsError:
-        ui.label_run(commit, edited, "invalid params", ["failed", "invalid-params"], exp)
+    try:  # every problem in params.yaml, the overrides and tasks, named, before any stage
+        check_tasks(tasks, list(checked_params(root, overrides).tasks))
+    except (ParamsError, ValueError) as exc:
+        what = "invalid params" if isinstance(exc, ParamsError) else "unknown task"
+        ui.label_run(commit, edited, what, ["failed", what.replace(" ", "-")], exp)
         raise
     ui.label_run(commit, edited, "running", [], exp)
     with experiment.workspace(root, overrides) if exp else nullcontext(root) as work:
@@ -271,9 +275,10 @@ def main(argv: list[str] | None = None) -> int:
         params = checked_params(Path(args.project).resolve(), overrides)
     except ParamsError as exc:
         parser.exit(1, f"error: {exc}\n")
-    if unknown := sorted(set(args.tasks or ()) - set(params.tasks)):
-        parser.error(f"--tasks: unknown task(s) {', '.join(unknown)}; "
-                     f"known: {', '.join(params.tasks)}")
+    try:
+        check_tasks(args.tasks, list(params.tasks))
+    except ValueError as exc:
+        parser.error(str(exc))
     flow_ = pipeline.with_options(task_runner=dask_runner(args.dask_address)) \
         if args.dask_address else pipeline
     state = flow_(tasks=args.tasks, workers=args.workers, overrides=overrides,
