@@ -78,6 +78,7 @@ ui: install  ## a local Prefect server (SQLite) with its UI, in the background; 
 	@if PREFECT_API_URL=$(UI_URL)/api prefect server status > /dev/null 2>&1; then \
 	  echo "Prefect UI already running: $(UI_URL)"; \
 	else \
+	  PREFECT_SERVER_API_HOST=127.0.0.1 PREFECT_SERVER_API_PORT=$(PREFECT_PORT) \
 	  prefect server start --host 127.0.0.1 --port $(PREFECT_PORT) --background > /dev/null \
 	    && for i in $$(seq 120); do \
 	      PREFECT_API_URL=$(UI_URL)/api prefect server status > /dev/null 2>&1 && break; \

@@ -41,6 +41,8 @@ DEFAULT_WORKERS = max(1, min(2, os.cpu_count() or 1))
 DOWNLOAD_RETRIES = 2
 RUN, CACHED, UP_TO_DATE = "ran", "cached", "up-to-date"  # what a stage needed; its tag
 STATE_NAMES = {RUN: "Completed", CACHED: "Cached", UP_TO_DATE: "UpToDate"}
+# In the task run's name too: the UI's graph colours all three the same green.
+NAME_SUFFIX = {RUN: "", CACHED: " · cached", UP_TO_DATE: " · up to date"}
 DONE = set(STATE_NAMES.values())
 
 
@@ -118,9 +120,12 @@ def pipeline(tasks: list[str] | None = None, workers: int = DEFAULT_WORKERS,
     try:  # every problem in params.yaml, the overrides and tasks, named, before any stage
         check_tasks(tasks, list(checked_params(root, overrides).tasks))
     except (ParamsError, ValueError) as exc:
+        problems = exc.problems if isinstance(exc, ParamsError) else [str(exc)]
         what = "invalid params" if isinstance(exc, ParamsError) else "unknown task"
-        ui.label_run(commit, edited, what, ["failed", what.replace(" ", "-")], exp)
-        raise
+        ui.label_run(commit, edited, f"{what}: {problems[0].split(':')[0]}",
+                     ["failed", what.replace(" ", "-")], exp)
+        logger.error("%s", exc)
+        return Failed(message="; ".join(problems))
     ui.label_run(commit, edited, "running", [], exp)
     with experiment.workspace(root, overrides) if exp else nullcontext(root) as work:
         with DvcProject(work) as dvc:
@@ -135,8 +140,7 @@ def pipeline(tasks: list[str] | None = None, workers: int = DEFAULT_WORKERS,
     logger.info("%s", ui.label_run(commit, edited, what, ui.outcome_tags(states), exp))
     # Skipped (a stage waiting on an unselected, stale task) is not a failure.
     if not ok:
-        failed = {s: st for s, st in states.items() if st not in (*DONE, "Skipped")}
-        raise RuntimeError(f"stages not completed: {failed}")
+        return Failed(message=what, data=states)
     return states
 
 
@@ -157,7 +161,8 @@ class Scheduler:
     def submit(self, stage: str, action: str, why: str) -> PrefectFuture:
         ups = [self.futures[u] for u in self.dvc.graph[stage] if u in self.futures]
         future = run_stage.with_options(
-            name=run_name(stage), task_run_name=run_name(stage), tags=[action],
+            name=run_name(stage), task_run_name=run_name(stage) + NAME_SUFFIX[action],
+            tags=[action],
             retries=DOWNLOAD_RETRIES if stage == "download" and action == RUN else 0,
         ).submit(stage, action, why, self.dvc.command(stage), self.dvc.root, wait_for=ups)
         self.futures[stage] = future

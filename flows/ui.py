@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 from prefect import get_client
-from prefect.artifacts import create_link_artifact, create_table_artifact
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.runtime import flow_run
 
 RESULTS_KEY = "mnist-cnn-results"
@@ -82,7 +82,8 @@ def label_run(commit: str, edited: list[str], what: str, tags: list[str],
     name = f"{where}: {what}"
     if run_id := flow_run.get_id():
         with get_client(sync_client=True) as client:
-            client.update_flow_run(run_id, name=name, tags=[*labels, *tags])
+            # Outcome first: the UI's run header shows only the first three tags.
+            client.update_flow_run(run_id, name=name, tags=[*tags, *labels])
     return name
 
 
@@ -108,19 +109,24 @@ def results_rows(results: pd.DataFrame) -> list[dict[str, str]]:
 
 
 def publish_results(workspace: Path, what: str, experiment: str | None = None) -> str | None:
-    """The results table and a link to the report, if the report exists."""
+    """The results table, and the report's text with where to find it whole."""
     results = workspace / RESULTS
     if not results.is_file():
         return None
     df = pd.read_csv(results, index_col="task")
     best = df["accuracy"].idxmax()
     nb = df.loc[best, "nb_accuracy"]
-    description = (f"{what}. Best: {best} {df.loc[best, 'accuracy']:.4f}"
-                   + ("" if pd.isna(nb) else f" (notebook {nb:.4f})")
-                   + (f". Experiment {experiment}: `dvc exp show`" if experiment else ""))
+    # Best first: artifact cards show only the description's first words.
+    description = (f"Best: {best} {df.loc[best, 'accuracy']:.4f}"
+                   + ("" if pd.isna(nb) else f" (notebook {nb:.4f})") + f"; {what}"
+                   + (f"; experiment {experiment}" if experiment else ""))
     create_table_artifact(results_rows(df), key=RESULTS_KEY, description=description)
-    if not experiment:  # an experiment's report lives in DVC: `dvc exp apply NAME`
-        report = (workspace / REPORT).resolve()
-        create_link_artifact(report.as_uri(), link_text=str(report), key=REPORT_KEY,
-                             description="The full report: tables, findings, figures")
+    report = (workspace / REPORT).resolve()
+    where = (f"This run is DVC experiment `{experiment}`: `dvc exp apply {experiment}` puts "
+             "its report in `data/report/`." if experiment else
+             f"The full report with its figures: `{report}` (paste it into the address bar; "
+             "browsers do not follow file links from a web page).")
+    text = report.with_suffix(".md").read_text().split("\n## Figures", 1)[0]
+    create_markdown_artifact(f"{where}\n\n{text}", key=REPORT_KEY,
+                             description="The report: findings and where the full one is")
     return description

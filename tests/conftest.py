@@ -121,3 +121,9 @@ def stage_processes(folder: Path) -> list[str]:
         if "-m stages." in cmd and Path(cwd) == folder:
             found.append(cmd)
     return found
+
+
+def stage_of(task_run_name: str) -> str:
+    """``train[task1] · cached`` -> ``train[task1]``: the flow puts the outcome
+    in a task run's name too."""
+    return task_run_name.split(" · ")[0]

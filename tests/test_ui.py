@@ -24,7 +24,7 @@ from prefect.settings import PREFECT_API_URL
 
 from flows.pipeline import pipeline
 from flows.ui import RESULTS_KEY
-from tests.conftest import TASKS
+from tests.conftest import TASKS, stage_of
 
 pytestmark = pytest.mark.slow
 
@@ -39,7 +39,7 @@ def run(project, **params):
         flow_run = client.read_flow_run(state.state_details.flow_run_id)
         task_runs = client.read_task_runs(flow_run_filter=FlowRunFilter(
             id=FlowRunFilterId(any_=[flow_run.id])))
-    return state, flow_run, {t.name: t for t in task_runs}
+    return state, flow_run, {stage_of(t.name): t for t in task_runs}
 
 
 def deployed(name: str) -> bool:
@@ -64,6 +64,7 @@ def test_runs_say_what_they_are(built, harness):
     assert flow_run.name == f"{sha}: nothing to do"
     assert {f"commit:{sha}", "nothing-to-do"} <= set(flow_run.tags)
     assert {tuple(t.tags) for t in task_runs.values()} == {("up-to-date",)}
+    assert task_runs["train[task1]"].name == "train[task1] · up to date"  # the graph shows names
 
     built.edit_params(lambda d: d["tasks"]["task1"]["optimizer"].update(learning_rate=0.05))
     state, flow_run, task_runs = run(built)
@@ -101,7 +102,7 @@ def test_the_results_artifact_fits_a_laptop_screen(built, harness):
     assert [list(r) for r in rows] == [COLUMNS] * len(TASKS)
     assert [r["task"] for r in rows] == TASKS
     assert "\n" not in artifact.description
-    assert re.fullmatch(r"nothing to do\. Best: \w+ \d\.\d{4}( \(notebook \d\.\d{4}\))?",
+    assert re.fullmatch(r"Best: \w+ \d\.\d{4}( \(notebook \d\.\d{4}\))?; nothing to do",
                         artifact.description), artifact.description
 
 
@@ -113,6 +114,7 @@ def test_a_params_typo_fails_at_once_naming_the_key(built, harness):
         in state.message
     assert task_runs == {}  # no stage started
     assert "invalid-params" in flow_run.tags
+    assert flow_run.name.endswith("invalid params: tasks.task1.optimizer.learnig_rate")
 
 
 def test_a_failing_stage_says_why_at_the_top(built, harness, tmp_path):
@@ -155,6 +157,6 @@ def test_a_run_started_from_the_deployment_becomes_an_experiment(built, harness)
     data = saved[exp_name]
     lr = data["params"]["params.yaml"]["data"]["tasks"]["task1"]["optimizer"]["learning_rate"]
     assert lr == 0.05
-    assert "data/eval/task1/metrics.json" in data["metrics"]
+    assert set(data["metrics"]["data/metrics.json"]["data"]) == set(TASKS)
     assert (built.path / "params.yaml").read_bytes() == params_before
     assert f"exp:{exp_name}" in final.tags
