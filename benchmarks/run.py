@@ -138,8 +138,9 @@ TASK_RUN_STATE = re.compile(r"Task run '([^']+)' - Finished in state (\w+)\(")
 
 def task_run_states(output: str) -> dict[str, str]:
     """{task run name: final state name} from a flow run's log, e.g.
-    ``{"train[task1]": "Completed", "report": "UpToDate"}``."""
-    return dict(TASK_RUN_STATE.findall(output))
+    ``{"train[task1]": "Completed", "report": "UpToDate"}`` (without the
+    outcome the flow adds to the name, ``report · up to date``)."""
+    return {name.split(" · ")[0]: state for name, state in TASK_RUN_STATE.findall(output)}
 
 
 def flow_seconds(output: str) -> float:
