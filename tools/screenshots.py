@@ -174,6 +174,9 @@ def main(argv: list[str] | None = None) -> int:
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--project", type=Path, metavar="DIR",
                         help="clone this built project (default: a small sandbox)")
+    parser.add_argument("--lr", type=float, default=0.05,
+                        help="task1's new learning rate: one the project never ran, so it "
+                        "retrains (default %(default)s)")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "screenshots",
                         help="folder for the PNGs (default: %(default)s)")
     args = parser.parse_args(argv)
@@ -189,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
             runs = [run_flow(project, api, home, "unchanged")]
             params = load_yaml(project.path / "params.yaml")
             old = params["tasks"]["task1"]["optimizer"]["learning_rate"]
-            new = 0.05 if old != 0.05 else 0.02
+            new = args.lr
             set_learning_rate(project, new)
             runs.append(run_flow(project, api, home, f"{'.'.join(KEY)} {old} -> {new}"))
             set_learning_rate(project, old)  # DVC's run-cache has it: restored, not rerun
@@ -200,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
             run = f"{ui}/v2/runs/flow-run/{{}}?tab=TaskRuns"
             cached = api_post(api, "/task_runs/filter", {
                 "flow_runs": {"id": {"any_": [runs[2]["id"]]}},
-                "task_runs": {"name": {"any_": ["train[task1]"]}}})[0]
+                "task_runs": {"name": {"any_": ["train[task1] · cached"]}}})[0]
             pages = [  # (url, file, window, texts the page must show)
                 (f"{ui}/v2/runs", "runs.png", (1600, 1150), [r["name"] for r in runs]),
                 (run.format(runs[1]["id"]), "flow-run-one-change.png", (1600, 1300),
