@@ -212,16 +212,19 @@ def test_a_key_given_twice_is_refused_as_dvc_refuses_it(tmp_path):
 
 
 def test_params_yaml_is_laid_out_as_dvc_writes_it(tmp_path):
-    """`dvc exp run -S key=value` rewrites the whole file in DVC's layout: in
-    that layout already, only the value's line changes (comments kept)."""
-    from dvc.utils.serialize import modify_yaml
+    """`dvc exp run -S key=value` rewrites the whole file in DVC's layout (its
+    lists in block style: Hydra's merge replaces them): in that layout
+    already, only the value's line changes, comments kept."""
+    from dvc.utils.hydra import apply_overrides  # what `dvc exp run -S` calls
 
     text = (ROOT / "params.yaml").read_text()
     copy = tmp_path / "params.yaml"
-    copy.write_text(text)
-    with modify_yaml(copy) as data:
-        data["tasks"]["task1"]["optimizer"]["learning_rate"] = 0.05
-    changed = [(a, b) for a, b in zip(text.splitlines(), copy.read_text().splitlines(),
-                                      strict=True) if a != b]
-    assert changed == [("    optimizer: {name: sgd, learning_rate: 0.01}",
-                        "    optimizer: {name: sgd, learning_rate: 0.05}")]
+    for key, line in (("tasks.task1.optimizer.learning_rate=0.05",
+                       "    optimizer: {name: sgd, learning_rate: 0.05}"),
+                      ("tasks.task3.optimizer.learning_rate.initial_learning_rate=0.4",
+                       "        initial_learning_rate: 0.4")):
+        copy.write_text(text)
+        apply_overrides(copy, [key])
+        changed = [b for a, b in zip(text.splitlines(), copy.read_text().splitlines(),
+                                     strict=True) if a != b]
+        assert changed == [line], key
