@@ -41,8 +41,7 @@ def build_optimizer(spec: Optimizer) -> keras.optimizers.Optimizer:
             initial_learning_rate=lr.initial_learning_rate, decay_steps=lr.decay_steps,
             decay_rate=lr.decay_rate, staircase=lr.staircase)
     kwargs = {} if lr is None else {"learning_rate": lr}
-    return {"sgd": keras.optimizers.SGD, "adam": keras.optimizers.Adam,
-            "rmsprop": keras.optimizers.RMSprop}[spec.name](**kwargs)
+    return getattr(keras.optimizers, spec.keras_class)(**kwargs)
 
 
 def compile_model(task: Task, precision: str = "float32", name: str = "model",

@@ -116,13 +116,19 @@ LearningRate = Annotated[
     Discriminator(_lr_tag),
 ]
 
-OPTIMIZERS = ("sgd", "adam", "rmsprop")
+# The one table of optimizers: the names params.yaml accepts and the class in
+# keras.optimizers each one builds (models.py builds it, the report names it).
+OPTIMIZERS = {"sgd": "SGD", "adam": "Adam", "rmsprop": "RMSprop"}
 
 
 class Optimizer(_Frozen):
-    name: Literal[OPTIMIZERS]
+    name: Literal[tuple(OPTIMIZERS)]
     # Absent: the optimizer's Keras default (the notebook's `optimizer="adam"`).
     learning_rate: LearningRate | None = None
+
+    @property
+    def keras_class(self) -> str:
+        return OPTIMIZERS[self.name]
 
 
 # --- tasks and the whole file ---------------------------------------------

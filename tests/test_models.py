@@ -7,6 +7,7 @@ import pytest
 
 from mnist_cnn.cli.checks import load_params
 from mnist_cnn.models import build_model, build_optimizer, compile_model
+from mnist_cnn.params import OPTIMIZERS, Optimizer
 from mnist_cnn.report.notebook import NOTEBOOK
 from tests.conftest import ROOT
 
@@ -42,6 +43,14 @@ def test_notebook_optimizers():
     adam = build_optimizer(PARAMS.tasks["task4_adam"].optimizer)
     assert isinstance(adam, keras.optimizers.Adam)
     assert float(adam.learning_rate) == pytest.approx(0.001)  # Keras' default
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_every_accepted_optimizer_builds_its_keras_class(name):
+    """OPTIMIZERS is the one table: each name builds the class it names."""
+    optimizer = build_optimizer(Optimizer(name=name, learning_rate=0.1))
+    assert type(optimizer) is getattr(keras.optimizers, OPTIMIZERS[name])
+    assert type(optimizer).__name__ == OPTIMIZERS[name]
 
 
 def test_compiled_as_in_the_notebook():

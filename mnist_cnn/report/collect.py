@@ -36,7 +36,7 @@ def describe_layers(task: Task) -> str:
 
 
 def describe_optimizer(opt: Optimizer) -> str:
-    name = {"sgd": "SGD", "adam": "Adam", "rmsprop": "RMSprop"}[opt.name]
+    name = opt.keras_class
     lr = opt.learning_rate
     if lr is None:
         return f"{name} (default lr)"
