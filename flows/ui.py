@@ -13,6 +13,8 @@ from prefect import get_client
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.runtime import flow_run
 
+from mnist_cnn.report.render import difference, number, with_spread
+
 RESULTS_KEY = "mnist-cnn-results"
 REPORT_KEY = "mnist-cnn-report"
 RESULTS = Path("data/report/results.csv")
@@ -87,20 +89,15 @@ def label_run(commit: str, edited: list[str], what: str, tags: list[str],
     return name
 
 
-def _fmt(value, digits: int = 4) -> str:
-    return "–" if value is None or pd.isna(value) else f"{value:.{digits}f}"
-
-
 def results_rows(results: pd.DataFrame) -> list[dict[str, str]]:
     """The results table as the UI shows it: narrow, test accuracy first."""
     rows = []
     for task, r in results.iterrows():
-        spread = f" ± {r.accuracy_std:.4f}" if r.seeds > 1 else ""
         rows.append({
             "task": task,
-            "test acc": f"{r.accuracy:.4f}{spread}",
-            "notebook": _fmt(r.nb_accuracy),
-            "Δ": "–" if pd.isna(r.nb_accuracy) else f"{r.accuracy - r.nb_accuracy:+.4f}",
+            "test acc": with_spread(r.accuracy, r.accuracy_std, r.seeds > 1),
+            "notebook": number(r.nb_accuracy),
+            "Δ": difference(r.accuracy, r.nb_accuracy),
             "test loss": f"{r.loss:.4f}",
             "epochs": str(r.epochs),
             "s/epoch": f"{r.s_per_epoch:.1f}",

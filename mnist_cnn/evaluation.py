@@ -1,9 +1,10 @@
 """The ``evaluate`` stage's core: test loss, accuracy and confusion matrix of a task.
 
-Each seed's model is scored on the prepared test split. ``metrics.json`` (a DVC
-metric) holds the mean over seeds (and, with several seeds, their spread),
-``seeds.json`` each seed's figures; the confusion matrix (a DVC plot) and
-``predictions.npy`` are those of the first seed.
+Each seed's model is scored on the prepared test split. ``metrics.json`` holds
+the mean over seeds (and, with several seeds, their spread), ``seeds.json`` each
+seed's figures; the confusion matrix (a DVC plot) and ``predictions.npy`` are
+those of the first seed. The report gathers every task's ``metrics.json`` into
+the study's one DVC metric.
 """
 
 from __future__ import annotations
@@ -68,7 +69,6 @@ def evaluate(task: str, seeds: list[int], models: Path, data: Path, out: Path) -
         log.info("%s seed %d: %s", task, seed, per_seed[seed])
         predictions.append(predicted)
     summary = summarize(per_seed)
-    # out holds DVC's .gitignore for the cached files beside the metrics: keep it.
     with atomic_files(out) as staging:
         live = Live(dir=str(staging), dvcyaml=None, save_dvc_exp=False, report=None)
         live.summary.update(summary)

@@ -81,9 +81,9 @@ def atomic_files(dest: str | Path) -> Iterator[Path]:
     """Yield a temporary folder; on success move each file in it into ``dest``,
     one atomic rename per file.
 
-    For a folder that holds several outputs beside files the stage does not own
-    (the ``.gitignore`` DVC keeps there): replacing the whole folder would drop
-    them.
+    For a folder whose files are separate DVC outputs (evaluate's): each file
+    lands whole, and a file the stage does not write is left alone, where
+    replacing the whole folder would drop it.
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)

@@ -11,7 +11,7 @@ from pathlib import Path
 CONFIG = "config.json"           # train: the effective config of a task
 MODEL = "model.keras"            # train: one per seed
 LIVE = "live"                    # train: dvclive's per-epoch log, one per seed
-METRICS = "metrics.json"         # evaluate: mean (and spread over seeds): a DVC metric
+METRICS = "metrics.json"         # evaluate: mean (and spread over seeds) of a task
 PER_SEED = "seeds.json"          # evaluate: each seed's figures
 PREDICTIONS = "predictions.npy"  # evaluate: first seed's predicted classes
 

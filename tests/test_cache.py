@@ -108,7 +108,7 @@ def test_after_a_flow_run_the_repository_is_what_dvc_repro_leaves(built, tmp_pat
     assert {s for s, st in states.items() if st == "Completed"} == ran_by_repro
     status = [p.run("git", "status", "--porcelain").stdout for p in (built, other)]
     assert status[0] == status[1]
-    assert not [line for line in status[1].splitlines()  # DVC's .gitignore files are kept
+    assert not [line for line in status[1].splitlines()  # nothing deleted or untracked
                 if line.startswith(("??", " D"))], status[1]
     assert _lock_without_output_hashes(built) == _lock_without_output_hashes(other)
     assert _cache_shape(built) == _cache_shape(other)

@@ -51,7 +51,7 @@ def project(tmp_path):
 def test_evaluate_writes_metrics_per_seed_and_the_confusion_matrix(project):
     out = project / "eval"
     out.mkdir()
-    (out / ".gitignore").write_text("/seeds.json\n")  # DVC's, beside the metrics
+    (out / "notes.txt").write_text("mine")  # not the stage's: kept
     summary = evaluate("tiny", [1, 2], project / "models", project, out)
     assert json.loads((out / "metrics.json").read_text()) == pytest.approx(summary)
     assert set(summary) == {"test_accuracy", "test_loss", "test_accuracy_std", "test_loss_std"}
@@ -59,7 +59,7 @@ def test_evaluate_writes_metrics_per_seed_and_the_confusion_matrix(project):
     assert np.load(out / "predictions.npy").shape == (20,)
     matrix = json.loads((out / "plots/sklearn/confusion_matrix.json").read_text())
     assert len(matrix) == 20 and {"actual", "predicted"} <= set(matrix[0])
-    assert (out / ".gitignore").read_text() == "/seeds.json\n"
+    assert (out / "notes.txt").read_text() == "mine"
 
 
 def test_a_damaged_model_is_named(project):

@@ -44,7 +44,7 @@ def test_atomic_dir_keeps_the_old_folder_on_an_exception(tmp_path):
 def test_atomic_files_keeps_what_the_stage_does_not_own(tmp_path):
     dest = tmp_path / "eval"
     dest.mkdir()
-    (dest / ".gitignore").write_text("/seeds.json\n")
+    (dest / "notes.txt").write_text("a user's")
     (dest / "metrics.json").write_text("old")
     with pytest.raises(Boom), atomic_files(dest) as tmp:
         (tmp / "metrics.json").write_text("half")
@@ -55,7 +55,7 @@ def test_atomic_files_keeps_what_the_stage_does_not_own(tmp_path):
         (tmp / "plots" / "sub").mkdir(parents=True)
         (tmp / "plots" / "sub" / "cm.json").write_text("[]")
     assert (dest / "metrics.json").read_text() == "new"
-    assert (dest / ".gitignore").read_text() == "/seeds.json\n"
+    assert (dest / "notes.txt").read_text() == "a user's"
     assert (dest / "plots" / "sub" / "cm.json").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["eval"]
 

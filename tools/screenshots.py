@@ -19,7 +19,8 @@ browser gets at the server's root (Prefect 3.9 sends it to the new UI, /v2):
     runs.png                 the runs list: three runs, named and tagged
     flow-run-one-change.png  the one-change run: its graph, its task runs
                              (Completed/ran, UpToDate/up-to-date)
-    flow-run-restored.png    the switch-back run: 1 Cached, the rest ran or up to date
+    flow-run-restored.png    the switch-back run: 3 Cached (task1's train and evaluate,
+                             the report), the rest up to date
     task-run-cached.png      that run's train[task1]: Cached, and its log saying why
     report.png               the top of the copy's data/report/report.html
 """

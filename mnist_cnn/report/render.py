@@ -36,12 +36,17 @@ FIGURES = {  # file name: caption
 # --- the results table --------------------------------------------------------
 
 
-def _num(value, digits=4) -> str:
+# Cells of the results table, shared with the flow's results artifact (flows/ui.py).
+def number(value, digits=4) -> str:
     return "–" if value is None or pd.isna(value) else f"{value:.{digits}f}"
 
 
-def _spread(mean, std, spread: bool) -> str:
+def with_spread(mean, std, spread: bool) -> str:
     return f"{mean:.4f} ± {std:.4f}" if spread else f"{mean:.4f}"
+
+
+def difference(ours, notebook) -> str:
+    return "–" if pd.isna(notebook) else f"{ours - notebook:+.4f}"
 
 
 def results_table(df: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
@@ -56,10 +61,10 @@ def results_table(df: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
         same = pd.isna(r.nb_params) or r.params == r.nb_params
         row = [task, r.layers,
                f"{r.params:,}" + ("" if same else f" (notebook {int(r.nb_params):,})"),
-               str(r.epochs), r.optimizer, _spread(r.accuracy, r.accuracy_std, spread),
-               _num(r.nb_accuracy),
-               "–" if pd.isna(r.nb_accuracy) else f"{r.accuracy - r.nb_accuracy:+.4f}",
-               _spread(r.loss, r.loss_std, spread), _num(r.nb_loss), f"{r.s_per_epoch:.1f}"]
+               str(r.epochs), r.optimizer, with_spread(r.accuracy, r.accuracy_std, spread),
+               number(r.nb_accuracy), difference(r.accuracy, r.nb_accuracy),
+               with_spread(r.loss, r.loss_std, spread), number(r.nb_loss),
+               f"{r.s_per_epoch:.1f}"]
         if spread:
             inside = notebook_inside_runs(r)
             row.insert(8, "–" if inside is None else "yes" if inside else "no")
