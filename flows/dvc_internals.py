@@ -2,8 +2,8 @@
 
 Everything else goes through DVC's stage and repository APIs (``Stage.changed``,
 ``remove_outs``, ``repo.stage_cache.restore``, ``save``, ``commit``, ``dump``:
-the calls ``dvc repro`` makes; ``Repo.push``/``pull``). tests/test_dvc_internals.py
-fails if a DVC upgrade moves what these rely on.
+the calls ``dvc repro`` makes; ``lock_repo``; ``Repo.push``/``pull``).
+tests/test_dvc_internals.py fails if a DVC upgrade moves what these rely on.
 
 Two patches, active only while a flow holds the project; neither changes a result:
 
@@ -15,6 +15,16 @@ Two patches, active only while a flow holds the project; neither changes a resul
   Python, ~50 ms) for every params dependency it checks: 40+ times in a flow
   run, most of a no-op run's time. Each version of the file (by mtime and
   size) is parsed once.
+
+Two readings of DVC's state that it offers no API for:
+
+- :func:`stages_running`: ``dvc repro`` releases the repository lock while a
+  stage's command runs, keeping only its per-path locks (``.dvc/tmp/rwlock``).
+  A flow that took the project in that window would make the ``dvc repro``
+  fail to record the stage it was running: the flow refuses instead.
+- :func:`command_recorded`: a stage object remembers that its ``cmd`` differs
+  from dvc.lock (``cmd_changed``, set when DVC loads it); ``dvc repro`` loads
+  stages afresh, the flow keeps them for the run and resets it once recorded.
 
 And sharing the run-cache with a team (``make push`` / ``make pull``):
 
@@ -29,9 +39,14 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import importlib
+import json
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
+
+import psutil
 
 from mnist_cnn.io import atomic_path
 
@@ -58,9 +73,8 @@ def _is_local(fs) -> bool:
 
 @contextlib.contextmanager
 def atomic_dvc_writes() -> Iterator[None]:
-    from dvc.utils.serialize import _common, _yaml
-
-    original = _common._dump_data
+    modules = [importlib.import_module(module) for module, _ in DUMP_TARGETS]
+    original = getattr(modules[0], DUMP_TARGETS[0][1])
 
     def dump_data(path, data, dumper, fs=None, **dumper_args):
         if not _is_local(fs):
@@ -70,7 +84,9 @@ def atomic_dvc_writes() -> Iterator[None]:
         return None
 
     # _yaml imported the name from _common: replace it in both.
-    with _replaced(_common, "_dump_data", dump_data), _replaced(_yaml, "_dump_data", dump_data):
+    with contextlib.ExitStack() as patches:
+        for module, (_, name) in zip(modules, DUMP_TARGETS, strict=True):
+            patches.enter_context(_replaced(module, name, dump_data))
         yield
 
 
@@ -94,6 +110,32 @@ def params_parsed_once() -> Iterator[None]:
         yield
 
 
+def stages_running(repo) -> list[str]:
+    """"process PID: command" for each live process holding DVC's per-path
+    locks: a ``dvc repro`` (or ``dvc exp run``) inside a stage's command."""
+    from dvc.rwlock import RWLOCK_FILE, SCHEMA
+
+    path = Path(repo.tmp_dir, RWLOCK_FILE)
+    for _ in range(3):  # DVC rewrites the file in place: an empty read, once in a while
+        try:
+            lock = SCHEMA(json.loads(path.read_text()))
+            break
+        except FileNotFoundError:
+            return []
+        except ValueError:
+            time.sleep(0.1)
+    else:
+        return []
+    infos = [*lock["write"].values(), *(i for infos in lock["read"].values() for i in infos)]
+    return sorted({f"process {i['pid']}: {i['cmd']}" for i in infos
+                   if psutil.pid_exists(i["pid"])})
+
+
+def command_recorded(stage) -> None:
+    """After the flow recorded ``stage`` in dvc.lock: its cmd no longer differs."""
+    stage.cmd_changed = False
+
+
 @contextlib.contextmanager
 def applied() -> Iterator[None]:
     with atomic_dvc_writes(), params_parsed_once():
@@ -109,24 +151,37 @@ def run_cache_records(repo) -> list[tuple[str, str]]:
     return sorted((p.parent.name, p.name) for p in runs.glob("*/*/*") if p.is_file())
 
 
-def _record_outputs(repo) -> dict:
-    """{remote odb or None: objects} the run-cache's records point to."""
+def _record_outputs(repo, remote: str | None) -> dict:
+    """{remote odb or None: objects} the run-cache's records point to. A folder's
+    listing missing here is fetched from ``remote``."""
     with contextlib.chdir(repo.root_dir):  # DVC builds the records' stages from here
-        return repo.stage_cache.get_used_objs(run_cache_records(repo))
+        return repo.stage_cache.get_used_objs(run_cache_records(repo), remote=remote)
 
 
 def push(repo, remote: str | None = None) -> int:
-    """``dvc push --run-cache`` plus every record's outputs; returns files sent."""
-    sent = repo.push(run_cache=True, remote=remote)
-    for odb, objs in _record_outputs(repo).items():
-        sent += len(repo.cloud.push(objs, remote=remote, odb=odb).transferred)
+    """``dvc push --run-cache`` plus every record's outputs; returns files sent.
+    UploadError, as from ``dvc push``, if any file could not be sent."""
+    from dvc.exceptions import UploadError
+
+    sent, failed = repo.push(run_cache=True, remote=remote), 0
+    for odb, objs in _record_outputs(repo, remote).items():
+        result = repo.cloud.push(objs, remote=remote, odb=odb)
+        sent, failed = sent + len(result.transferred), failed + len(result.failed)
+    if failed:
+        raise UploadError(failed)
     return sent
 
 
 def pull(repo, remote: str | None = None) -> int:
-    """``dvc pull --run-cache`` plus every record's outputs, into the cache."""
-    got = repo.fetch(run_cache=True, remote=remote)
-    for odb, objs in _record_outputs(repo).items():
-        got += len(repo.cloud.pull(objs, remote=remote, odb=odb).transferred)
+    """``dvc pull --run-cache`` plus every record's outputs, into the cache.
+    DownloadError, as from ``dvc pull``, if any file could not be fetched."""
+    from dvc.exceptions import DownloadError
+
+    got, failed = repo.fetch(run_cache=True, remote=remote), 0
+    for odb, objs in _record_outputs(repo, remote).items():
+        result = repo.cloud.pull(objs, remote=remote, odb=odb)
+        got, failed = got + len(result.transferred), failed + len(result.failed)
+    if failed:
+        raise DownloadError(failed)
     repo.pull(remote=remote)
     return got

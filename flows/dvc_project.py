@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import os
 import re
 import signal
@@ -36,8 +35,6 @@ from dvc.repo import Repo, lock_repo
 from dvc.stage.cache import RunCacheNotFoundError
 
 from flows import dvc_internals
-
-log = logging.getLogger(__name__)
 
 
 class ProjectBusy(RuntimeError):
@@ -94,17 +91,26 @@ class DvcProject:
         # directory, as its CLI does: work from the project root.
         self._cwd = os.getcwd()
         os.chdir(self.root)
-        self._patches = contextlib.ExitStack()
-        self._patches.enter_context(dvc_internals.applied())
-        self.repo = Repo(self.root)
-        self._lock = lock_repo(self.repo)
+        # Undone in reverse order by _cleanup, also when entering fails.
+        self._cleanup = contextlib.ExitStack()
+        self._cleanup.callback(os.chdir, self._cwd)
         try:
-            self._lock.__enter__()
-        except LockError:
-            self.repo.close()
-            self._patches.close()
-            os.chdir(self._cwd)
-            raise ProjectBusy(self.root) from None
+            self._cleanup.enter_context(dvc_internals.applied())
+            self.repo = self._cleanup.enter_context(Repo(self.root))
+            try:
+                self._cleanup.enter_context(lock_repo(self.repo))
+            except LockError:
+                raise ProjectBusy(self.root) from None
+            running = dvc_internals.stages_running(self.repo)
+            if running:  # a `dvc repro` between its locks, inside a stage's command
+                raise ProjectBusy(self.root, "; ".join(running))
+            self._enter()
+        except BaseException:
+            self._cleanup.close()
+            raise
+        return self
+
+    def _enter(self) -> None:
         stages = self.repo.index.stages
         self._stages = {s.addressing: s for s in stages}
         # Dependencies first; among the stages ready at a time, the earlier
@@ -119,15 +125,11 @@ class DvcProject:
         graph = self.repo.index.graph.reverse()  # edges: stage -> stages that need it
         self._graph = {s.addressing: sorted(d.addressing for d in graph.predecessors(s))
                        for s in nx.lexicographical_topological_sort(graph, key=key)}
-        return self
 
     def __exit__(self, *exc) -> None:
         for proc in list(_RUNNING):  # a crashed flow leaves no stage running here
             _terminate(proc)
-        self._lock.__exit__(*exc)
-        self.repo.close()
-        self._patches.close()
-        os.chdir(self._cwd)
+        self._cleanup.close()
 
     @contextlib.contextmanager
     def _dvc(self):
@@ -209,7 +211,7 @@ class DvcProject:
             stage.save()
             stage.commit()
             stage.dump(update_pipeline=False)
-            stage.cmd_changed = False  # dvc.lock now records the current command
+            dvc_internals.command_recorded(stage)
 
 
 # Stage processes started by this process, to stop them if the flow dies.

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import os
 import subprocess
 import sys
 
@@ -74,3 +75,24 @@ def test_run_cache_records_are_found(repo):
     with contextlib.chdir(repo.root_dir):
         used = repo.stage_cache.get_used_objs([record])
     assert sum(len(objs) for objs in used.values()) == 1  # out.txt
+
+
+def test_a_stage_running_under_dvc_repro_is_seen(repo):
+    """While `dvc repro` runs a stage's command it holds only DVC's per-path
+    locks (the repository lock is released): stages_running names it."""
+    from dvc.rwlock import rwlock
+
+    assert dvc_internals.stages_running(repo) == []
+    with rwlock(repo.tmp_dir, repo.fs, "dvc repro", ["params.yaml"], ["out.txt"], False):
+        assert dvc_internals.stages_running(repo) == [f"process {os.getpid()}: dvc repro"]
+    assert dvc_internals.stages_running(repo) == []
+
+
+def test_a_recorded_command_is_no_longer_changed(repo, tmp_path):
+    (tmp_path / "dvc.yaml").write_text((tmp_path / "dvc.yaml").read_text().replace(
+        "write('x')", "write('x') "))
+    with Repo(str(tmp_path)) as fresh:
+        (stage,) = fresh.index.stages
+        assert stage.changed_stage()  # DVC compared the cmd with dvc.lock's
+        dvc_internals.command_recorded(stage)
+        assert not stage.changed_stage()

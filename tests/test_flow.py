@@ -9,6 +9,7 @@ order. Task-run states are read back from the Prefect API.
 from __future__ import annotations
 
 import json
+import re
 import signal
 import sys
 import time
@@ -182,9 +183,12 @@ def test_flow_beside_a_running_dvc_repro_stops_with_a_clear_message(project):
     project.edit_params(lambda d: d["tasks"]["task1"].update(epochs=2))
     repro = start(project, sys.executable, "-m", "dvc", "repro")
     wait_for(lambda: (project.path / ".work/train@task1").exists())
-    state = pipeline(project=str(project.path), return_state=True)
+    # DVC's repository lock is free while a stage's command runs; even a flow
+    # that would not touch task1 must not take the project then.
+    state = pipeline(project=str(project.path), tasks=["task2"], return_state=True)
     assert state.is_failed()
     assert "another DVC process" in state.message
+    assert re.search(r"process \d+: .*repro", state.message), state.message
     out = finish(repro)
     assert repro.returncode == 0, out
     # dvc repro built task1 meanwhile: nothing left to do.
