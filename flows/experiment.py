@@ -11,7 +11,6 @@ experiment (``dvc exp save``); the worktree shares the repository's refs, so
 from __future__ import annotations
 
 import contextlib
-import copy
 import shutil
 import subprocess
 import tempfile
@@ -22,8 +21,8 @@ from typing import Any
 from dvc.repo import Repo
 from dvc.utils.serialize import modify_yaml
 
-from mnist_cnn.cli.checks import ParamsError, validate
-from mnist_cnn.params import PARAMS_FILE, Params, read
+from mnist_cnn.cli.checks import ParamsError, load_params, read_params, validate
+from mnist_cnn.params import PARAMS_FILE, Params
 
 
 def _set(data: dict, key: str, value: Any) -> None:
@@ -39,10 +38,20 @@ def _set(data: dict, key: str, value: Any) -> None:
 
 
 def checked_params(root: Path, overrides: dict[str, Any] | None) -> Params:
-    """The project's params with ``overrides`` applied, validated: every bad
-    key or value is named before anything runs."""
-    source = str(root / PARAMS_FILE)
-    data = copy.deepcopy(read(root / PARAMS_FILE))
+    """The params a run will use, validated: every bad key or value is named
+    before anything runs. With ``overrides`` that is HEAD's params.yaml with
+    them applied, as the run happens in a worktree of HEAD (see workspace)."""
+    if not overrides:
+        return load_params(root / PARAMS_FILE)
+    source = f"{PARAMS_FILE} at HEAD"
+    show = subprocess.run(["git", "show", f"HEAD:./{PARAMS_FILE}"], cwd=root,
+                          capture_output=True, text=True)
+    if show.returncode:
+        raise ParamsError(source, [f"cannot read it from git: {show.stderr.strip()}"])
+    with tempfile.TemporaryDirectory() as tmp:  # read as DVC reads files
+        committed = Path(tmp, PARAMS_FILE)
+        committed.write_text(show.stdout)
+        data = read_params(committed, source)
     problems = []
     for key, value in (overrides or {}).items():
         try:
@@ -51,7 +60,7 @@ def checked_params(root: Path, overrides: dict[str, Any] | None) -> Params:
             problems.append(f"{key}: no such key to override")
     if problems:
         raise ParamsError(f"{source} with overrides", problems)
-    return validate(data, f"{source} with overrides" if overrides else source)
+    return validate(data, f"{source} with overrides")
 
 
 def _git(root: Path, *args: str) -> None:

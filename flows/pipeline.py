@@ -118,10 +118,13 @@ def pipeline(tasks: list[str] | None = None, workers: int = DEFAULT_WORKERS,
     if exp:
         edited = []
     try:  # every problem in params.yaml, the overrides and tasks, named, before any stage
+        if workers < 1:  # the UI's Run form does not check it
+            raise ValueError(f"workers must be at least 1, got {workers}")
         check_tasks(tasks, list(checked_params(root, overrides).tasks))
     except (ParamsError, ValueError) as exc:
         problems = exc.problems if isinstance(exc, ParamsError) else [str(exc)]
-        what = "invalid params" if isinstance(exc, ParamsError) else "unknown task"
+        what = ("invalid params" if isinstance(exc, ParamsError)
+                else "invalid workers" if workers < 1 else "unknown task")
         ui.label_run(commit, edited, f"{what}: {problems[0].split(':')[0]}",
                      ["failed", what.replace(" ", "-")], exp)
         logger.error("%s", exc)

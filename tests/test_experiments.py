@@ -17,6 +17,7 @@ pytestmark = pytest.mark.slow
 PNG = b"\x89PNG\r\n\x1a\n"
 # The README's short `dvc exp show`: test accuracy of what changed, and the params.
 EXP_SHOW_DROP = "Created|data/|mnist_cnn/|.*loss"
+LR = "tasks.task1.optimizer.learning_rate"
 
 
 def exp_run(project, name: str, *sets: str):
@@ -68,6 +69,21 @@ def test_two_experiments_side_by_side(built):
     loss = plots["Training loss per epoch"][0]["content"]["data"]["values"]
     assert {v["rev"] for v in loss} == {"lr-005", "lr-002"}
     assert {v["task"] for v in loss} == set(TASKS)
+
+
+def test_overrides_are_checked_against_the_commit_the_experiment_runs(built):
+    from flows.experiment import checked_params
+    from mnist_cnn.cli.checks import ParamsError
+
+    committed = checked_params(built.path, None).seeds
+    built.edit_params(lambda d: d.update(seeds=0))  # uncommitted: not what an experiment runs
+    params = checked_params(built.path, {LR: 0.05})
+    assert params.seeds == committed
+    assert params.tasks["task1"].optimizer.learning_rate == 0.05
+    with pytest.raises(ParamsError, match="seeds: must be"):
+        checked_params(built.path, None)  # a plain run uses the workspace's file
+    with pytest.raises(ParamsError, match="tasks.task1.layers.99.units: no such key to override"):
+        checked_params(built.path, {"tasks.task1.layers.99.units": 8})
 
 
 def test_plots_show_curves_per_task_and_confusion_matrices(built):

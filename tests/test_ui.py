@@ -117,6 +117,18 @@ def test_a_params_typo_fails_at_once_naming_the_key(built, harness):
     assert flow_run.name.endswith("invalid params: tasks.task1.optimizer.learnig_rate")
 
 
+def test_bad_workers_or_an_unreadable_params_file_fail_at_once(built, harness):
+    state, flow_run, task_runs = run(built, workers=0)  # the Run form accepts it
+    assert state.is_failed() and state.message == "workers must be at least 1, got 0"
+    assert task_runs == {} and "invalid-workers" in flow_run.tags
+    with open(built.path / "params.yaml", "a") as f:
+        f.write("seeds: 2\n")  # a key given twice: DVC refuses the file
+    state, flow_run, task_runs = run(built)
+    assert state.is_failed() and task_runs == {}
+    assert 'found duplicate key "seeds"' in state.message, state.message
+    assert "invalid-params" in flow_run.tags
+
+
 def test_a_failing_stage_says_why_at_the_top(built, harness, tmp_path):
     bad = tmp_path / "mnist.npz"
     bad.write_bytes(b"not a zip")

@@ -189,17 +189,23 @@ def _yaml_problem(exc: Exception) -> str:
     return f"not valid YAML{where}: {problem}"
 
 
-def load_params(path: str | Path = PARAMS_FILE) -> Params:
-    """Read ``path`` as DVC does and validate it; ParamsError lists every problem."""
+def read_params(path: str | Path, source: str | None = None) -> dict:
+    """``path``'s content as DVC reads it; ParamsError, naming ``source`` (the
+    path by default), if it cannot be read or parsed."""
     from dvc.exceptions import DvcException
 
+    source = source or str(path)
     try:
-        data = read(path)
+        return read(path)
     except OSError as exc:
-        raise ParamsError(str(path), [f"cannot read the file: {exc.strerror}"]) from None
+        raise ParamsError(source, [f"cannot read the file: {exc.strerror}"]) from None
     except DvcException as exc:
-        raise ParamsError(str(path), [_yaml_problem(exc)]) from None
-    return validate(data, str(path))
+        raise ParamsError(source, [_yaml_problem(exc)]) from None
+
+
+def load_params(path: str | Path = PARAMS_FILE) -> Params:
+    """Read ``path`` as DVC does and validate it; ParamsError lists every problem."""
+    return validate(read_params(path), str(path))
 
 
 def check_task_name(name: str, params: Params, source: str = str(PARAMS_FILE)) -> str:
