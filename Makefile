@@ -69,7 +69,7 @@ bench: install  ## benchmarks/results.md, accuracy.md (about 35 minutes; not par
 	python -m benchmarks.accuracy task4_sgd
 
 bench-cache: install  ## cache timings on this built project: make bench-cache FULL_RUN_SECONDS=<make run's time>
-	python -m benchmarks.cache --project . --full-run-seconds $(FULL_RUN_SECONDS)
+	python -m benchmarks.cache --project . $(if $(FULL_RUN_SECONDS),--full-run-seconds $(FULL_RUN_SECONDS))
 
 lint: install
 	ruff check mnist_cnn stages flows tools tests benchmarks .dvc/plots/build_template.py
@@ -80,9 +80,8 @@ ui: install  ## a local Prefect server (SQLite) with its UI, in the background; 
 	else \
 	  PREFECT_SERVER_API_HOST=127.0.0.1 PREFECT_SERVER_API_PORT=$(PREFECT_PORT) \
 	  prefect server start --host 127.0.0.1 --port $(PREFECT_PORT) --background > /dev/null \
-	    && for i in $$(seq 120); do \
-	      PREFECT_API_URL=$(UI_URL)/api prefect server status > /dev/null 2>&1 && break; \
-	      sleep 1; done \
+	    && { PREFECT_API_URL=$(UI_URL)/api prefect server status --wait --timeout 120 > /dev/null \
+	      || { echo "Prefect server did not answer at $(UI_URL) within 120 s" >&2; exit 1; }; } \
 	    && echo "Prefect UI: $(UI_URL)"; \
 	fi
 	@echo "Send flow runs to it: export PREFECT_API_URL=$(UI_URL)/api"

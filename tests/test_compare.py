@@ -42,3 +42,10 @@ def test_fits_a_120_column_terminal_however_many_experiments():
     assert max(map(len, out.splitlines())) <= 120
     assert out.count("\ntask ") == 2  # 14 columns: two blocks
     assert "lr-11" in out
+
+
+def test_before_any_metrics_each_experiment_is_still_listed():
+    bare = [{"rev": "workspace", "name": None, "data": {"params": {}, "metrics": {}}}]
+    out = table(rows(bare)).splitlines()
+    assert out[:2] == ["experiment  changed params", "workspace   -"]
+    assert out[3].split() == ["task", "workspace"] and out[4] == ""  # no scores yet

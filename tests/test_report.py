@@ -10,7 +10,7 @@ import pytest
 
 from mnist_cnn.cli.checks import load_params
 from mnist_cnn.dataset import DataError, save_split
-from mnist_cnn.layout import epoch_log, seed_dir
+from mnist_cnn.layout import epoch_log
 from mnist_cnn.report.collect import collect, describe_layers, describe_optimizer
 from mnist_cnn.report.findings import check_all
 from mnist_cnn.report.render import markdown_table, render_markdown, results_table, write_report
@@ -101,4 +101,22 @@ def test_write_report_writes_every_file_or_none(tmp_path):
                      "figures/misclassified.png", "report.html", "report.md", "results.csv"]
     assert json.loads((root / "metrics.json").read_text()) == {
         "task1": {"acc": 0.9, "loss": 0.3}, "task4_adam": {"acc": 0.99, "loss": 0.3}}
-    assert seed_dir(root / "models" / "task1", 42).is_dir()
+
+
+def test_write_report_failing_midway_leaves_no_report(tmp_path, monkeypatch):
+    from mnist_cnn.report import render
+
+    root = tree(tmp_path)
+    (root / "prepared").mkdir()
+    save_split(root / "prepared", "test", np.zeros((10, 28, 28, 1), np.float32),
+               np.eye(10, dtype=np.float32))
+
+    def fail(*args):
+        raise RuntimeError("killed while rendering")
+
+    monkeypatch.setattr(render, "render_html", fail)  # after report.md is written
+    with pytest.raises(RuntimeError):
+        write_report(TASKS, [42], root / "models", root / "eval", root / "prepared",
+                     root / "report", root / "metrics.json")
+    assert not (root / "report").exists() and not (root / "metrics.json").exists()
+    assert sorted(p.name for p in root.iterdir()) == ["eval", "models", "prepared"]

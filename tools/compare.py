@@ -70,12 +70,12 @@ def changed_params(rows: list[dict]) -> dict[str, str]:
 def table(rows: list[dict], width: int = WIDTH) -> str:
     tasks = list(dict.fromkeys(t for r in rows for t in r["scores"]))
     names = [r["name"] for r in rows]
-    name_w = max(len("experiment"), *map(len, names))
+    name_w = max([len("experiment"), *map(len, names)])
     lines = ["experiment".ljust(name_w) + "  changed params"]
     for name, diff in changed_params(rows).items():
         text = f"{name.ljust(name_w)}  {diff or '-'}"
         lines.append(text if len(text) <= width else text[: width - 1] + "…")
-    task_w = max(len("task"), *map(len, tasks))
+    task_w = max([len("task"), *map(len, tasks)])
     per_block = max(1, (width - task_w) // CELL)
     best = {t: max((r["scores"].get(t, (None,))[0] or -1) for r in rows) for t in tasks}
     for start in range(0, len(rows), per_block):

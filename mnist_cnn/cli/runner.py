@@ -21,6 +21,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import re
 import signal
 import sys
 import threading
@@ -30,7 +31,7 @@ from pathlib import Path
 
 from mnist_cnn.cli.checks import ParamsError, load_params
 from mnist_cnn.dataset import DataError
-from mnist_cnn.params import Params, read
+from mnist_cnn.params import PARAMS_FILE, TASK_NAME, Params, read
 from mnist_cnn.provenance import file_digest, result_code
 
 log = logging.getLogger(__name__)
@@ -121,8 +122,9 @@ def stage(name: str, params_file: str | Path, keys: list[str]) -> Iterator[Param
     ``keys`` are the params keys the stage reads: those of its ``params:`` in
     dvc.yaml (tests/test_dvc_yaml.py checks)."""
     with stage_lock(name):
-        params = load_params(params_file)
+        # Inputs first: an edit between the two reads shows as a change.
         inputs = Inputs(params_file, keys)
+        params = load_params(params_file)
         yield params
         if changed := inputs.changes():
             raise InputsChanged(
@@ -189,10 +191,14 @@ def task_name(given: str | None) -> str:
     """The task a per-task stage works on: ``--task``, else the item of the DVC
     stage running it (``DVC_STAGE=train@task1``). dvc.yaml never pastes a task
     name into a shell command; DVC passes it here as data."""
-    if given:
-        return given
     stage_name = os.environ.get("DVC_STAGE", "")
-    if "@" not in stage_name:
+    if not given and "@" not in stage_name:
         raise ParamsError("--task", ["give --task NAME (or run this through `dvc repro`, "
                                      "which sets DVC_STAGE)"])
-    return stage_name.partition("@")[2]
+    name = given or stage_name.partition("@")[2]
+    if not re.fullmatch(TASK_NAME, name):  # it names the stage's lock and work files
+        if given:
+            raise ParamsError("--task", [f"{name!r} is not a task name (letters, digits, _)"])
+        raise ParamsError(str(PARAMS_FILE), [f"tasks.{name}: not a valid task name (letters, "
+                                             "digits and _, starting with a letter)"])
+    return name
