@@ -158,30 +158,30 @@ def _record_outputs(repo, remote: str | None) -> dict:
         return repo.stage_cache.get_used_objs(run_cache_records(repo), remote=remote)
 
 
-def push(repo, remote: str | None = None) -> int:
-    """``dvc push --run-cache`` plus every record's outputs; returns files sent.
-    UploadError, as from ``dvc push``, if any file could not be sent."""
-    from dvc.exceptions import UploadError
+def _transfer_record_outputs(repo, remote: str | None, send: bool) -> int:
+    """Send (or fetch) every record's outputs; files moved. UploadError or
+    DownloadError, as from ``dvc push``/``pull``, if any file failed."""
+    from dvc.exceptions import DownloadError, UploadError
 
-    sent, failed = repo.push(run_cache=True, remote=remote), 0
+    moved = failed = 0
+    transfer = repo.cloud.push if send else repo.cloud.pull
     for odb, objs in _record_outputs(repo, remote).items():
-        result = repo.cloud.push(objs, remote=remote, odb=odb)
-        sent, failed = sent + len(result.transferred), failed + len(result.failed)
+        result = transfer(objs, remote=remote, odb=odb)
+        moved, failed = moved + len(result.transferred), failed + len(result.failed)
     if failed:
-        raise UploadError(failed)
-    return sent
+        raise (UploadError if send else DownloadError)(failed)
+    return moved
+
+
+def push(repo, remote: str | None = None) -> int:
+    """``dvc push --run-cache`` plus every record's outputs; returns files sent."""
+    return repo.push(run_cache=True, remote=remote) + _transfer_record_outputs(
+        repo, remote, send=True)
 
 
 def pull(repo, remote: str | None = None) -> int:
-    """``dvc pull --run-cache`` plus every record's outputs, into the cache.
-    DownloadError, as from ``dvc pull``, if any file could not be fetched."""
-    from dvc.exceptions import DownloadError
-
-    got, failed = repo.fetch(run_cache=True, remote=remote), 0
-    for odb, objs in _record_outputs(repo, remote).items():
-        result = repo.cloud.pull(objs, remote=remote, odb=odb)
-        got, failed = got + len(result.transferred), failed + len(result.failed)
-    if failed:
-        raise DownloadError(failed)
+    """``dvc pull --run-cache`` plus every record's outputs, into the cache."""
+    got = repo.fetch(run_cache=True, remote=remote)
+    got += _transfer_record_outputs(repo, remote, send=False)
     repo.pull(remote=remote)
     return got
