@@ -4,6 +4,7 @@ Prefect and Keras on a small subset."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shutil
@@ -185,3 +186,31 @@ def test_a_fresh_clone_that_pulls_trains_nothing(built, tmp_path, harness):
     teammate.edit_params(lr(0.05))
     out = teammate.dvc("repro").stdout
     assert ran(out) == set() and "train@task1" in CACHED.findall(out), out
+
+
+def test_a_damaged_file_on_the_remote_is_refused_not_used(built, tmp_path):
+    remote = tmp_path / "remote"
+    built.dvc("remote", "add", "-d", "team", str(remote))
+    built.commit("remote")
+    built.run(sys.executable, "-m", "tools.share", "push")
+    model = built.path / "data/models/task1/seed_42/model.keras"
+    digest = hashlib.md5(model.read_bytes()).hexdigest()
+    damaged = remote / "files" / "md5" / digest[:2] / digest[2:]
+    data = bytearray(damaged.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one byte flipped, the size unchanged
+    damaged.chmod(0o644)
+    damaged.write_bytes(bytes(data))
+
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(built.path), str(clone)], check=True)
+    teammate = Project(clone, project_env(None, tmp_path))
+    pull = teammate.run(sys.executable, "-m", "tools.share", "pull", check=False)
+    assert pull.returncode == 1
+    assert "error: data/models/task1: not fetched whole" in pull.stderr, pull.stderr
+    cached = clone / ".dvc/cache/files/md5" / digest[:2] / digest[2:]
+    assert not cached.exists()  # refused: never in the cache, never checked out
+    assert "train@task1" in stale(teammate)
+    out = teammate.dvc("repro").stdout
+    assert "train@task1" in ran(out), out  # computed again, not restored from damage
+    metrics = "data/eval/task1/metrics.json"  # the same model again (a .keras file has a date)
+    assert (clone / metrics).read_bytes() == (built.path / metrics).read_bytes()

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from dvc.exceptions import DvcException
+from dvc.exceptions import CheckoutError, DvcException
 from dvc.repo import Repo
 
 from flows import dvc_internals
@@ -25,8 +25,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--remote", help="a DVC remote's name (default: the default remote)")
     args = parser.parse_args(argv)
     try:
-        with Repo() as repo:
-            files = getattr(dvc_internals, args.action)(repo, args.remote)
+        with Repo() as repo:  # which remote: the named one, else the default
+            remote = args.remote or repo.config["core"].get("remote")
+        # Every file fetched is hashed and compared with its name before it
+        # enters the cache (a remote's `verify`, off by default in DVC): a
+        # damaged or altered object is refused, never checked out.
+        with Repo(config={"remote": {remote: {"verify": True}}} if remote else None) as repo:
+            files = getattr(dvc_internals, args.action)(repo, remote)
+    except CheckoutError as exc:
+        targets = ", ".join(exc.target_infos) or "some outputs"
+        print(f"error: {targets}: not fetched whole: the remote lacks some of their files, or "
+              "holds a damaged copy (a file whose content does not match its hash is "
+              "refused, never used); `dvc repro` computes what is missing",
+              file=sys.stderr)
+        return 1
     except DvcException as exc:  # no remote configured, unreachable remote, ...
         print(f"error: {exc}", file=sys.stderr)
         return 1
