@@ -18,10 +18,12 @@ that changed while it ran.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import logging
 import os
 import re
+import shutil
 import signal
 import sys
 import threading
@@ -172,6 +174,36 @@ def stop_when_orphaned(interval: float = 0.5) -> None:
     threading.Thread(target=watch, name="stop-when-orphaned", daemon=True).start()
 
 
+# --- a full disk --------------------------------------------------------------------------
+
+# h5py's errors name the file in their text only.
+_FILENAME = re.compile(r"filename = '([^']+)'")
+
+
+def _mount_point(path: Path) -> Path:
+    path = path.absolute()
+    while not path.exists() or not os.path.ismount(path):
+        if path.parent == path:
+            break
+        path = path.parent
+    return path
+
+
+def no_space(exc: BaseException) -> str | None:
+    """One line for an error that a full file system caused, else None."""
+    if not isinstance(exc, OSError) or (
+            exc.errno not in (errno.ENOSPC, errno.EDQUOT)
+            and "No space left on device" not in str(exc)):
+        return None
+    found = exc.filename or (m[1] if (m := _FILENAME.search(str(exc))) else None)
+    path = Path(found or ".")
+    mount = _mount_point(path)
+    free = shutil.disk_usage(mount).free / 1e6
+    return (f"no space left on the file system of {mount} ({free:.0f} MB free) while writing "
+            f"{path}: free some space there, then run again (finished stages and epochs are "
+            "kept)")
+
+
 # --- the command line ------------------------------------------------------------------
 
 
@@ -184,6 +216,13 @@ def run(main: Callable[[], object]) -> int:
     except (ParamsError, DataError, StageBusy, InputsChanged) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:
+        if (message := no_space(exc)) is None:
+            raise
+        print(f"error: {message}", file=sys.stderr, flush=True)
+        # Now, without the interpreter's clean-up: h5py crashes (SIGSEGV)
+        # releasing a file whose write failed for lack of space.
+        os._exit(1)
     return 0
 
 
