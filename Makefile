@@ -1,19 +1,21 @@
 # Two commands for a fresh machine: `make run` (the whole study) and `make test`.
+# Paths that make itself handles (targets, prerequisites) are relative to the
+# project folder, and recipes quote absolute ones: the folder's name may hold
+# spaces or other letters make and the shell would split.
 PYTHON ?= python3.11
 VENV   ?= .venv
-BIN    := $(abspath $(VENV))/bin
 STAMP  := $(VENV)/.installed
 # uv installs uv.lock. It is pinned itself, by version and by the hash of its
 # Linux x86-64 wheel, and pip puts it beside the environment (.venv/bin/uv).
 UV_VERSION := 0.13.9
 UV_SHA256  := d7f459fe4fd247d830351c75686d3996ace3c6f3f728eb0e85a30b7ada0cef19
-UV_HOME    := $(abspath $(VENV))/uv-$(UV_VERSION)
+UV_HOME    := $(VENV)/uv-$(UV_VERSION)
 UV         := $(UV_HOME)/bin/uv
 # The interpreter that makes .venv, looked up before .venv/bin joins PATH below.
 PYTHON_BIN := $(shell command -v $(PYTHON))
 
 # Stage commands in dvc.yaml run `python`: make it this project's.
-export PATH := $(BIN):$(PATH)
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export DVC_NO_ANALYTICS := 1
 
 PREFECT_PORT ?= 4200
@@ -28,16 +30,16 @@ install: $(STAMP)
 $(STAMP): pyproject.toml uv.lock $(UV)
 	@$(UV) lock --check --offline --quiet 2>/dev/null || { echo "uv.lock does not match \
 	pyproject.toml: run 'make lock', then commit uv.lock ('$(VENV)/bin/uv lock --check' says why)" >&2; exit 1; }
-	UV_PROJECT_ENVIRONMENT=$(abspath $(VENV)) $(UV) sync --locked --extra dev --compile-bytecode --quiet
+	UV_PROJECT_ENVIRONMENT="$(CURDIR)/$(VENV)" $(UV) sync --locked --extra dev --compile-bytecode --quiet
 	touch $@
 
 $(UV):
 	@test -n "$(PYTHON_BIN)" || { echo "$(PYTHON) not found: make needs Python 3.11" >&2; exit 1; }
-	test -f $(VENV)/pyvenv.cfg || $(PYTHON_BIN) -m venv --without-pip $(VENV)
+	test -f $(VENV)/pyvenv.cfg || "$(PYTHON_BIN)" -m venv --without-pip $(VENV)
 	echo 'uv==$(UV_VERSION) --hash=sha256:$(UV_SHA256)' | PIP_ROOT_USER_ACTION=ignore \
-	  $(PYTHON_BIN) -m pip install --quiet --disable-pip-version-check --no-deps --require-hashes \
+	  "$(PYTHON_BIN)" -m pip install --quiet --disable-pip-version-check --no-deps --require-hashes \
 	  --target $(UV_HOME) -r /dev/stdin
-	ln -sf $@ $(BIN)/uv
+	ln -sf ../uv-$(UV_VERSION)/bin/uv $(VENV)/bin/uv
 
 .PHONY: lock
 lock: $(UV)  ## re-resolve uv.lock after editing pyproject.toml (other pins stay as they are)
@@ -75,23 +77,15 @@ lint: install
 	ruff check mnist_cnn stages flows tools tests benchmarks .dvc/plots/build_template.py
 
 ui: install  ## a local Prefect server (SQLite) with its UI, in the background; idempotent
-	@if PREFECT_API_URL=$(UI_URL)/api prefect server status > /dev/null 2>&1; then \
-	  echo "Prefect UI already running: $(UI_URL)"; \
-	else \
-	  PREFECT_SERVER_API_HOST=127.0.0.1 PREFECT_SERVER_API_PORT=$(PREFECT_PORT) \
-	  prefect server start --host 127.0.0.1 --port $(PREFECT_PORT) --background > /dev/null \
-	    && { PREFECT_API_URL=$(UI_URL)/api prefect server status --wait --timeout 120 > /dev/null \
-	      || { echo "Prefect server did not answer at $(UI_URL) within 120 s" >&2; exit 1; }; } \
-	    && echo "Prefect UI: $(UI_URL)"; \
-	fi
+	python -m tools.prefect_server start --port $(PREFECT_PORT)
 	@echo "Send flow runs to it: export PREFECT_API_URL=$(UI_URL)/api"
 	@echo "Start runs from it: make serve. Stop it: make ui-stop"
 
 serve: ui  ## serve the flow as a deployment: the UI's Run button starts the study
-	PREFECT_API_URL=$(UI_URL)/api python -m flows.serve
+	PREFECT_API_URL=$(UI_URL)/api python -m flows.serve $(SERVE_ARGS)
 
 ui-stop: install
-	prefect server stop
+	python -m tools.prefect_server stop
 
 clean:  ## pipeline outputs only (DVC's cache in .dvc/cache stays)
 	rm -rf data/raw data/prepared data/models data/eval data/report
