@@ -79,8 +79,9 @@ def _params_changes(dep: ParamsDependency) -> list[str]:
 class DvcProject:
     """A DVC repository, locked while open; safe to use from several threads."""
 
-    def __init__(self, root: str | Path):
+    def __init__(self, root: str | Path, config: dict | None = None):
         self.root = str(Path(root).resolve())
+        self._config = config  # DVC settings over the project's own (dvc config)
         self._mutex = threading.RLock()  # the Repo object is not thread-safe
         self.repo: Repo | None = None
 
@@ -96,7 +97,7 @@ class DvcProject:
         self._cleanup.callback(os.chdir, self._cwd)
         try:
             self._cleanup.enter_context(dvc_internals.applied())
-            self.repo = self._cleanup.enter_context(Repo(self.root))
+            self.repo = self._cleanup.enter_context(Repo(self.root, config=self._config))
             try:
                 self._cleanup.enter_context(lock_repo(self.repo))
             except LockError:
@@ -127,8 +128,7 @@ class DvcProject:
                        for s in nx.lexicographical_topological_sort(graph, key=key)}
 
     def __exit__(self, *exc) -> None:
-        for proc in list(_RUNNING):  # a crashed flow leaves no stage running here
-            _terminate(proc)
+        stop_stages()  # a crashed flow leaves no stage running here
         self._cleanup.close()
 
     @contextlib.contextmanager
@@ -261,6 +261,12 @@ def run_command(cmd: str, root: str, stage: str, emit: Callable[[str], None]) ->
     if code != 0:
         errors = [line for line in tail if line.startswith("error:")] or list(tail)
         raise StageFailed(f"{stage} exited with status {code}: " + "\n".join(errors))
+
+
+def stop_stages() -> None:
+    """Stop every stage process this process started."""
+    for proc in list(_RUNNING):
+        _terminate(proc)
 
 
 def _in_dask_worker() -> bool:

@@ -1,20 +1,36 @@
-"""A flow run with params overrides, as a DVC experiment in a temporary workspace.
+"""A flow run with params overrides, as a DVC experiment in a temporary clone.
 
 The user's workspace is never touched (uncommitted edits included), as with
-``dvc exp run --temp``: the run happens in a git worktree of HEAD that shares
-the project's DVC cache, with the overrides written into its params.yaml the
-way ``dvc exp run -S`` writes them. At the end the result is saved as a DVC
-experiment (``dvc exp save``); the worktree shares the repository's refs, so
-``dvc exp show`` and ``make compare`` in the project list it.
+``dvc exp run --temp``: the run happens in a temporary git clone of HEAD
+that uses the project's DVC cache, with the overrides written into its
+params.yaml the way ``dvc exp run -S`` writes them. At the end the result is
+saved as a DVC experiment in the clone (``dvc exp save``) and pushed into the
+project (``dvc exp push``), so ``dvc exp show`` and ``make compare`` list it.
+
+A clone, not a worktree: DVC's ``exp save`` keeps its work refs
+(``refs/exps/exec/...``) in the repository, which worktrees share, so two
+runs saving at once clobbered each other's and one experiment was lost. A
+clone has refs of its own; the only write into the project is the push of
+the experiment's ref, which git makes atomically. The clone's DVC settings
+are given in-process (no config file is written into it).
+
+Interrupted training resumes: the clone's ``.work`` (checkpoints, stage
+locks) lives in the project's ``.work/experiments/<key>``, keyed by the
+commit and the overrides, so a rerun of the same experiment after a crash
+finds the checkpoints its clone left.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
+import re
 import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,74 +38,141 @@ from dvc.repo import Repo
 from dvc.utils.serialize import modify_yaml
 
 from mnist_cnn.cli.checks import ParamsError, load_params, read_params, validate
+from mnist_cnn.cli.runner import WORK
 from mnist_cnn.params import PARAMS_FILE, Params
 
+# What DVC and git accept as an experiment's name (a ref's last part), kept
+# simple: Prefect's run names ("sapphire-chimpanzee") fit.
+EXP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 
-def _set(data: dict, key: str, value: Any) -> None:
-    """``tasks.task1.layers.0.units`` = value (list items by index)."""
+
+def set_key(data: dict, key: str, value: Any, create: bool = True) -> None:
+    """``tasks.task1.layers.0.units`` = value (list items by index). With
+    ``create`` false, KeyError unless the key exists."""
     *parents, last = key.split(".")
     node = data
     for part in parents:
-        node = node[int(part)] if isinstance(node, list) else node.setdefault(part, {})
+        if isinstance(node, list):
+            node = node[int(part)]
+        elif create:
+            node = node.setdefault(part, {})
+        else:
+            node = node[part]
     if isinstance(node, list):
         node[int(last)] = value
-    else:
+    elif create or last in node:
         node[last] = value
+    else:
+        raise KeyError(key)
 
 
-def checked_params(root: Path, overrides: dict[str, Any] | None) -> Params:
-    """The params a run will use, validated: every bad key or value is named
-    before anything runs. With ``overrides`` that is HEAD's params.yaml with
-    them applied, as the run happens in a worktree of HEAD (see workspace)."""
-    if not overrides:
-        return load_params(root / PARAMS_FILE)
-    source = f"{PARAMS_FILE} at HEAD"
-    show = subprocess.run(["git", "show", f"HEAD:./{PARAMS_FILE}"], cwd=root,
-                          capture_output=True, text=True)
-    if show.returncode:
-        raise ParamsError(source, [f"cannot read it from git: {show.stderr.strip()}"])
-    with tempfile.TemporaryDirectory() as tmp:  # read as DVC reads files
+def git(root: Path, *args: str) -> str:
+    """git's output; RuntimeError with git's message if it fails."""
+    proc = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True)
+    if proc.returncode:
+        raise RuntimeError(f"git {' '.join(args)} in {root}: {proc.stderr.strip()}")
+    return proc.stdout
+
+
+def committed_params(root: Path, commit: str) -> dict:
+    """params.yaml at ``commit``, read as DVC reads it."""
+    source = f"{PARAMS_FILE} at {commit[:7]}"
+    try:
+        text = git(root, "show", f"{commit}:./{PARAMS_FILE}")
+    except RuntimeError as exc:
+        raise ParamsError(source, [f"cannot read it from git: {exc}"]) from None
+    with tempfile.TemporaryDirectory() as tmp:
         committed = Path(tmp, PARAMS_FILE)
-        committed.write_text(show.stdout)
-        data = read_params(committed, source)
+        committed.write_text(text, encoding="utf-8")
+        return read_params(committed, source)
+
+
+def with_overrides(data: dict, overrides: dict[str, Any], source: str,
+                   create: bool = True) -> Params:
+    """``data`` with ``overrides`` applied, validated; ParamsError names each
+    key that does not exist (with ``create`` false: also missing leaves)."""
     problems = []
-    for key, value in (overrides or {}).items():
+    for key, value in overrides.items():
         try:
-            _set(data, key, value)
-        except (IndexError, ValueError, TypeError, AttributeError):
+            set_key(data, key, value, create)
+        except (IndexError, ValueError, TypeError, AttributeError, KeyError):
             problems.append(f"{key}: no such key to override")
     if problems:
         raise ParamsError(f"{source} with overrides", problems)
     return validate(data, f"{source} with overrides")
 
 
-def _git(root: Path, *args: str) -> None:
-    subprocess.run(["git", *args], cwd=root, check=True, capture_output=True, text=True)
+def checked_params(root: Path, overrides: dict[str, Any] | None, commit: str = "HEAD",
+                   create: bool = True) -> Params:
+    """The params a run will use, validated: every bad key or value is named
+    before anything runs. With ``overrides`` that is ``commit``'s params.yaml
+    with them applied, as the run happens in a clone of it (see workspace);
+    with ``create`` false, an override must name an existing key."""
+    if not overrides:
+        return load_params(root / PARAMS_FILE)
+    return with_overrides(committed_params(root, commit), overrides,
+                          f"{PARAMS_FILE} at {commit[:7]}", create)
+
+
+@dataclass
+class Experiment:
+    """A run with overrides: the commit it runs and what it changes."""
+
+    root: Path
+    commit: str
+    overrides: dict[str, Any]
+    name: str
+    config: dict = field(default_factory=dict)  # the clone's DVC settings
+
+    @property
+    def key(self) -> str:
+        """The same commit and overrides, the same key (and checkpoints)."""
+        text = json.dumps([self.commit, sorted(self.overrides.items())], default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def check_name(name: str) -> str:
+    if not EXP_NAME.fullmatch(name):
+        raise ValueError(f"{name!r} cannot name a DVC experiment (letters, digits, '.', '_' "
+                         "and '-', up to 100, starting with a letter or digit): rename the run")
+    return name
 
 
 @contextlib.contextmanager
-def workspace(root: Path, overrides: dict[str, Any]) -> Iterator[Path]:
-    """A worktree of HEAD sharing ``root``'s DVC cache, its outputs checked
-    out, ``overrides`` written into its params.yaml; removed afterwards."""
+def workspace(exp: Experiment, guardian=None) -> Iterator[Path]:
+    """A clone of ``exp.commit`` using the project's DVC cache, its outputs
+    checked out and the overrides written into its params.yaml; removed
+    afterwards (by ``guardian`` if this process dies first)."""
     tmp = Path(tempfile.mkdtemp(prefix="mnist-cnn-exp-"))
+    if guardian is not None:
+        guardian.own_path(tmp)
     path = tmp / "workspace"
-    _git(root, "worktree", "add", "--detach", str(path), "HEAD")
     try:
-        with Repo(str(path)) as repo, repo.config.edit("local") as config:  # dvc config --local
-            config["cache"]["dir"] = str(Path(root, ".dvc", "cache").resolve())
-            config["cache"]["type"] = "hardlink,copy"  # a checkout without copies
-        with Repo(str(path)) as repo:
+        git(tmp, "clone", "--quiet", "--shared", "--no-checkout", str(exp.root), str(path))
+        git(path, "checkout", "--quiet", "--detach", exp.commit)
+        work = exp.root / WORK / "experiments" / exp.key
+        work.mkdir(parents=True, exist_ok=True)
+        (path / WORK).symlink_to(work, target_is_directory=True)
+        exp.config = {"cache": {"dir": str(exp.root / ".dvc" / "cache"),
+                                "type": "hardlink,copy"}}  # a checkout without copies
+        with Repo(str(path), config=exp.config) as repo:
             repo.checkout(force=True, allow_missing=True)
         with modify_yaml(path / PARAMS_FILE) as data:  # as `dvc exp run -S` writes it
-            for key, value in overrides.items():
-                _set(data, key, value)
+            for key, value in exp.overrides.items():
+                set_key(data, key, value)
         yield path
     finally:
-        _git(root, "worktree", "remove", "--force", str(path))
         shutil.rmtree(tmp, ignore_errors=True)
+        if guardian is not None:
+            guardian.drop_path(tmp)
 
 
-def save(path: Path, name: str) -> str:
-    """Save the workspace's params, dvc.lock and metrics as experiment ``name``."""
-    with contextlib.chdir(path), Repo(str(path)) as repo:
-        return repo.experiments.save(name=name, force=True)
+def save(exp: Experiment, path: Path) -> str:
+    """Save the clone's params, dvc.lock and metrics as experiment
+    ``exp.name`` and push it into the project; returns its commit."""
+    with contextlib.chdir(path), Repo(str(path), config=exp.config) as repo:
+        rev = repo.experiments.save(name=exp.name, force=True)
+        repo.experiments.push("origin", exp_names=[exp.name], force=True)
+    # The clone is gone soon; its work folder has served its purpose.
+    shutil.rmtree(exp.root / WORK / "experiments" / exp.key, ignore_errors=True)
+    return rev

@@ -19,8 +19,10 @@ Prefect caches nothing itself: DVC's cache is the one store.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
+from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -32,11 +34,14 @@ from prefect.runtime import flow_run
 from prefect.states import Completed, Failed
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows import experiment, ui
-from flows.dvc_project import DvcProject, Prepared, StageFailed, run_command
+from flows import experiment, lifecycle, ui
+from flows.dvc_project import DvcProject, Prepared, StageFailed, run_command, stop_stages
 from flows.experiment import checked_params
+from mnist_cnn.cli import runner
 from mnist_cnn.cli.checks import ParamsError
+from mnist_cnn.params import Params
 
+FLOW_NAME = "mnist-cnn-study"
 DEFAULT_WORKERS = max(1, min(2, os.cpu_count() or 1))
 DOWNLOAD_RETRIES = 2
 RUN, CACHED, UP_TO_DATE = "ran", "cached", "up-to-date"  # what a stage needed; its tag
@@ -92,8 +97,105 @@ def select(graph: dict[str, list[str]], tasks: list[str] | None) -> list[str]:
     return [s for s in graph if tasks is None or "@" not in s or s.partition("@")[2] in tasks]
 
 
+def _problems(exc: Exception) -> tuple[str, list[str]]:
+    """(what went wrong, in a tag's words; the problems) of a refused run."""
+    if isinstance(exc, ParamsError):
+        return "invalid params", exc.problems
+    return getattr(exc, "what", "invalid input"), [str(exc)]
+
+
+class RunRefused(ValueError):
+    """A flow run's input is refused before anything runs; ``what`` tags it."""
+
+    def __init__(self, what: str, message: str):
+        super().__init__(message)
+        self.what = what
+
+
+def _params(root: Path, commit: str, overrides: dict[str, Any] | None,
+            workers: int) -> Params:
+    """The params a command-line run uses: any override of a key that exists."""
+    return checked_params(root, overrides, commit)
+
+
+def run_study(root: Path, tasks: list[str] | None, workers: int,
+              overrides: dict[str, Any] | None,
+              params_for: Callable[[Path, str, dict | None, int], Params] = _params):
+    """The body of the flows in this package (``pipeline``, and the served
+    ``study`` of flows/serve.py): check the input, then run the stages.
+    ``params_for(root, commit, overrides, workers)`` gives the params a run
+    uses, or ParamsError naming what this entry point does not allow."""
+    logger = get_run_logger()
+    commit, edited = ui.git_state(root)
+    exp = None
+    if overrides:  # HEAD with the overrides only, saved as an experiment
+        exp = experiment.Experiment(root, experiment.git(root, "rev-parse", "HEAD").strip(),
+                                    dict(overrides), flow_run.get_name())
+        edited = []
+    label = (exp.name, len(overrides)) if exp else None
+    try:  # every problem in params.yaml, the overrides and tasks, named, before any stage
+        if workers < 1:  # the UI's Run form does not check it
+            raise RunRefused("invalid workers", f"workers must be at least 1, got {workers}")
+        if exp:
+            try:
+                experiment.check_name(exp.name)
+            except ValueError as exc:
+                raise RunRefused("invalid run name", str(exc)) from None
+        params = params_for(root, exp.commit if exp else "HEAD", overrides, workers)
+        try:
+            check_tasks(tasks, list(params.tasks))
+        except ValueError as exc:
+            raise RunRefused("unknown task", str(exc)) from None
+    except (ParamsError, ValueError) as exc:
+        what, problems = _problems(exc)
+        ui.label_run(commit, edited, f"{what}: {problems[0].split(':')[0]}",
+                     ["failed", what.replace(" ", "-")], label)
+        logger.error("%s", exc)
+        return Failed(message="; ".join(problems))
+
+    guardian = lifecycle.guardian()
+    api = ui.api_url()
+    # Marked Crashed if this process dies before Prefect gives the run a final state.
+    guardian.flow_run(str(flow_run.get_id()), api if ui.api_is_set() else None)
+    lifecycle.clean_leftovers(api)  # what crashed runs before this one could not undo
+    ui.label_run(commit, edited, "running", ["running"], label)
+    watching = lifecycle.watch_server(api, lambda why: lifecycle.exit_now(
+        f"{why}; stopping this flow run. Stages that finished are recorded in dvc.lock: "
+        "run the flow again to go on", before=stop_stages))
+    try:
+        with experiment.workspace(exp, guardian) if exp else nullcontext(root) as work:
+            with DvcProject(work, exp.config if exp else None) as dvc:
+                states = Scheduler(dvc, select(dvc.graph, tasks), workers, logger).run()
+            what = ui.summary(states)
+            ok = all(st in (*DONE, "Skipped") for st in states.values())
+            if ok and exp:
+                experiment.save(exp, work)
+                logger.info("saved as DVC experiment %s: `dvc exp show` lists it", exp.name)
+            if states.get("report") in DONE:
+                ui.publish_results(work, what, exp.name if exp else None)
+    except BaseException as exc:
+        # Said at the top of the UI, not only in the log; best effort, the
+        # server may be what failed.
+        stopped = not isinstance(exc, Exception)
+        full = runner.no_space(exc)
+        with contextlib.suppress(Exception):
+            ui.label_run(commit, edited, "stopped" if stopped else "failed: no space left"
+                         if full else f"failed: {type(exc).__name__}", ["failed"], label)
+        if full:  # one line, not a traceback: what is full and what to do
+            logger.error("%s", full)
+            return Failed(message=full)
+        raise
+    finally:
+        watching.set()
+    logger.info("%s", ui.label_run(commit, edited, what, ui.outcome_tags(states), label))
+    # Skipped (a stage waiting on an unselected, stale task) is not a failure.
+    if not ok:
+        return Failed(message=what, data=states)
+    return states
+
+
 # Threads for task runs; how many stages do real work at once is `workers`.
-@flow(name="mnist-cnn-study", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=16))
+@flow(name=FLOW_NAME, log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=16))
 def pipeline(tasks: list[str] | None = None, workers: int = DEFAULT_WORKERS,
              overrides: dict[str, Any] | None = None, project: str = ".") -> dict[str, str]:
     """Run the study's DVC stages: DVC decides what each needs; returns each
@@ -105,46 +207,11 @@ def pipeline(tasks: list[str] | None = None, workers: int = DEFAULT_WORKERS,
         workers: stage commands that run at the same time, at most.
         overrides: params to change for this run, as `dvc exp run -S` takes
             them, e.g. {"tasks.task1.optimizer.learning_rate": 0.05}. The run
-            then happens in a temporary workspace and is saved as a DVC
+            then happens in a temporary clone and is saved as a DVC
             experiment named after the flow run; your workspace is untouched.
         project: the project folder (holding dvc.yaml).
     """
-    logger = get_run_logger()
-    root = Path(project).resolve()
-    commit, edited = ui.git_state(root)
-    # A run with overrides runs HEAD with the overrides only, saved as an
-    # experiment under the flow run's first name.
-    exp = (flow_run.get_name(), len(overrides)) if overrides else None
-    if exp:
-        edited = []
-    try:  # every problem in params.yaml, the overrides and tasks, named, before any stage
-        if workers < 1:  # the UI's Run form does not check it
-            raise ValueError(f"workers must be at least 1, got {workers}")
-        check_tasks(tasks, list(checked_params(root, overrides).tasks))
-    except (ParamsError, ValueError) as exc:
-        problems = exc.problems if isinstance(exc, ParamsError) else [str(exc)]
-        what = ("invalid params" if isinstance(exc, ParamsError)
-                else "invalid workers" if workers < 1 else "unknown task")
-        ui.label_run(commit, edited, f"{what}: {problems[0].split(':')[0]}",
-                     ["failed", what.replace(" ", "-")], exp)
-        logger.error("%s", exc)
-        return Failed(message="; ".join(problems))
-    ui.label_run(commit, edited, "running", [], exp)
-    with experiment.workspace(root, overrides) if exp else nullcontext(root) as work:
-        with DvcProject(work) as dvc:
-            states = Scheduler(dvc, select(dvc.graph, tasks), workers, logger).run()
-        what = ui.summary(states)
-        ok = all(st in (*DONE, "Skipped") for st in states.values())
-        if ok and exp:
-            experiment.save(work, exp[0])
-            logger.info("saved as DVC experiment %s: `dvc exp show` lists it", exp[0])
-        if states.get("report") in DONE:
-            ui.publish_results(work, what, exp[0] if exp else None)
-    logger.info("%s", ui.label_run(commit, edited, what, ui.outcome_tags(states), exp))
-    # Skipped (a stage waiting on an unselected, stale task) is not a failure.
-    if not ok:
-        return Failed(message=what, data=states)
-    return states
+    return run_study(Path(project).resolve(), tasks, workers, overrides)
 
 
 class Scheduler:
@@ -287,6 +354,8 @@ def main(argv: list[str] | None = None) -> int:
         check_tasks(args.tasks, list(params.tasks))
     except ValueError as exc:
         parser.error(str(exc))
+    # Before Prefect may start a temporary server: it is then ours to stop.
+    lifecycle.guardian()
     flow_ = pipeline.with_options(task_runner=dask_runner(args.dask_address)) \
         if args.dask_address else pipeline
     state = flow_(tasks=args.tasks, workers=args.workers, overrides=overrides,

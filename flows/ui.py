@@ -89,6 +89,19 @@ def label_run(commit: str, edited: list[str], what: str, tags: list[str],
     return name
 
 
+def api_url() -> str:
+    """The Prefect API this process talks to (a temporary server's too)."""
+    with get_client(sync_client=True) as client:
+        return str(client.api_url)
+
+
+def api_is_set() -> bool:
+    """False if Prefect runs a temporary server for this process."""
+    from prefect.settings import PREFECT_API_URL
+
+    return bool(PREFECT_API_URL.value())
+
+
 def results_rows(results: pd.DataFrame) -> list[dict[str, str]]:
     """The results table as the UI shows it: narrow, test accuracy first."""
     rows = []

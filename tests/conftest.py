@@ -12,6 +12,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -127,3 +128,59 @@ def stage_of(task_run_name: str) -> str:
     """``train[task1] · cached`` -> ``train[task1]``: the flow puts the outcome
     in a task run's name too."""
     return task_run_name.split(" · ")[0]
+
+
+# --- a Prefect server of its own ---------------------------------------------------
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class PrefectServer:
+    """`prefect server start` in a process group of its own, with its own
+    database (``home``): to kill and start again on the same port."""
+
+    def __init__(self, home: Path):
+        self.home, self.port, self.proc = home, free_port(), None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/api"
+
+    def answers(self) -> bool:
+        import httpx
+
+        try:
+            return httpx.get(f"{self.url}/health", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def start(self) -> PrefectServer:
+        env = {**os.environ, "PREFECT_HOME": str(self.home),
+               "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+        env.pop("PREFECT_API_URL", None)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
+             "--port", str(self.port), "--no-services"], env=env, start_new_session=True,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for(self.answers, timeout=240, interval=0.5)
+        return self
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def flow_runs(self) -> list[dict]:
+        """Every flow run, oldest first."""
+        import httpx
+
+        runs = httpx.post(f"{self.url}/flow_runs/filter", json={"sort": "EXPECTED_START_TIME_ASC"},
+                          timeout=30)
+        runs.raise_for_status()
+        return runs.json()

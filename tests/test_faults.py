@@ -14,10 +14,20 @@ from pathlib import Path
 
 import keras
 import numpy as np
+import psutil
 import pytest
 from dvc.utils.serialize import load_yaml
 
-from tests.conftest import finish, kill, ran, snapshot, stage_processes, start, wait_for
+from tests.conftest import (
+    PrefectServer,
+    finish,
+    kill,
+    ran,
+    snapshot,
+    stage_processes,
+    start,
+    wait_for,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -363,3 +373,160 @@ def test_the_flow_without_a_server_survives_a_busy_machine(built):
         for burner in burners:
             burner.kill()
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
+# --- the flow's lifecycle: concurrent experiments, kills, a lost server --------------------
+
+
+def flow_env(project, **extra) -> dict[str, str]:
+    """The project's environment for a flow process: Prefect's settings and
+    database in the test's folder, never the user's."""
+    env = {k: v for k, v in project.env.items() if not k.startswith("PREFECT_")}
+    env["PREFECT_HOME"] = str(project.path.parent / "prefect-home")
+    return {**env, **extra}
+
+
+def exp_names(project) -> set[str]:
+    show = json.loads(project.dvc("exp", "show", "--json").stdout)
+    return {e["name"] for row in show for e in row.get("experiments") or []}
+
+
+def test_two_experiments_at_once_are_both_saved(built, harness):
+    """Two flow runs with overrides, started 2 s apart: each is saved and
+    listed; no work ref or temporary clone of either is left behind."""
+    from prefect.settings import PREFECT_API_URL
+
+    built.env = flow_env(built, PREFECT_API_URL=PREFECT_API_URL.value())
+    lr = "tasks.task1.optimizer.learning_rate"
+    first = start(built, sys.executable, "-m", "flows.pipeline", "-S", f"{lr}=0.06")
+    time.sleep(2)
+    second = start(built, sys.executable, "-m", "flows.pipeline", "-S",
+                   "tasks.task2.optimizer.learning_rate=0.03")
+    outs = [finish(p, timeout=600) for p in (first, second)]
+    names = [re.search(r"saved as DVC experiment (\S+):", out) for out in outs]
+    assert all(names) and first.returncode == second.returncode == 0, outs
+    assert exp_names(built) == {m[1] for m in names}
+    refs = built.run("git", "for-each-ref", "--format=%(refname)", "refs/exps").stdout
+    assert "refs/exps/exec/" not in refs, refs
+    assert built.run("git", "worktree", "list").stdout.count("\n") == 1
+    assert not list((built.path / ".work" / "experiments").glob("*"))
+
+
+def _descendants(pid: int) -> list[psutil.Process]:
+    return psutil.Process(pid).children(recursive=True)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["kill-9", "kill"])
+def test_a_killed_flow_leaves_nothing_behind_and_its_rerun_resumes(built, sig):
+    """No PREFECT_API_URL: the flow starts a temporary Prefect server. Killed
+    mid-training (`kill -9 PID` or `kill PID` of the flow's process alone),
+    nothing it started outlives it by more than a few seconds: not the
+    server, not the stage, not the experiment's temporary clone."""
+    built.env = flow_env(built)
+    args = [sys.executable, "-m", "flows.pipeline", "-S", "tasks.task2.epochs=3"]
+    flow = start(built, *args)
+    checkpoints = built.path / ".work" / "experiments"
+    wait_for(lambda: list(checkpoints.glob("*/train@task2/seed_42/checkpoint/meta.json")),
+             timeout=600)
+    started = _descendants(flow.pid)
+    cmds = [" ".join(p.cmdline()) for p in started]
+    assert any("uvicorn" in c for c in cmds) and any("stages.train" in c for c in cmds), cmds
+    clone = next(Path(p.cwd()) for p in started if "stages.train" in " ".join(p.cmdline()))
+    assert clone.is_dir() and clone != built.path
+    os.kill(flow.pid, sig)  # the flow's process alone, not its group
+    finish(flow, timeout=120)
+    wait_for(lambda: not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+                             for p in started), timeout=15)
+    assert not clone.exists()
+    assert "refs/exps/exec/" not in built.run("git", "for-each-ref", "refs/exps").stdout
+    # The same experiment again: its training resumes from the checkpoint.
+    rerun = built.run(*args)
+    assert "resuming after epoch" in rerun.stdout + rerun.stderr
+    assert len(exp_names(built)) == 1
+
+
+def test_a_lost_server_ends_the_flow_and_its_run_is_marked_on_return(built, tmp_path):
+    server = PrefectServer(tmp_path / "server-home").start()
+    try:
+        built.env = flow_env(built, PREFECT_API_URL=server.url)
+        built.edit_params(lambda d: d["tasks"]["task2"].update(epochs=3))
+        flow = start(built, sys.executable, "-m", "flows.pipeline")
+        meta = built.path / ".work/train@task2/seed_42/checkpoint/meta.json"
+        wait_for(meta.is_file, timeout=600)
+        server.kill()
+        lost = time.monotonic()
+        out = finish(flow, timeout=120)
+        assert time.monotonic() - lost < 30, out  # within seconds, not Prefect's minutes
+        assert flow.returncode == 1
+        last = out.strip().splitlines()[-1]
+        assert last.startswith(f"error: the Prefect server at {server.url}") and \
+            "stopped answering" in last, out[-2000:]
+        assert "Traceback" not in out
+        wait_for(lambda: not stage_processes(built.path), timeout=15)
+        server.start()  # back, with the same database: the next run fixes the state
+        rerun = built.run(sys.executable, "-m", "flows.pipeline")
+        assert "resuming after epoch" in rerun.stdout + rerun.stderr
+        first, second = server.flow_runs()[-2:]
+        assert first["state_type"] == "CRASHED" and first["name"].endswith(": crashed")
+        assert second["state_type"] == "COMPLETED"
+    finally:
+        server.kill()
+
+
+# --- a full disk, the wrong interpreter, an odd folder name --------------------------------
+
+
+def test_a_full_disk_is_one_line_and_the_rerun_goes_on(built):
+    """The stage's work folder on a 2 MB file system of its own (a mount
+    namespace: nothing outside this command sees it)."""
+    if subprocess.run(["unshare", "-m", "true"], capture_output=True).returncode:
+        pytest.skip("needs mount namespaces (root, or user namespaces) to fill a disk")
+    (built.path / ".work").mkdir(exist_ok=True)
+    built.edit_params(lambda d: d["tasks"]["task2"].update(epochs=2))
+    proc = built.run("unshare", "-m", "sh", "-c", 'mount -t tmpfs -o size=2m tmpfs .work && '
+                     f'"{sys.executable}" -m dvc repro train@task2', check=False)
+    assert proc.returncode != 0
+    assert "error: no space left on the file system of " in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr and "Segmentation" not in proc.stderr
+    assert "train@task2" in stale(built)
+    assert built.dvc("repro").returncode == 0 and not stale(built)
+
+
+def test_a_stage_started_by_the_wrong_python_says_so(built, tmp_path):
+    """`.venv/bin/dvc repro` from a shell without the environment: the stages'
+    `python` is the system's, which lacks the libraries."""
+    bare = tmp_path / "bin"
+    bare.mkdir()
+    (bare / "python").symlink_to(Path(sys.base_prefix) / "bin" / "python3")
+    built.env["PATH"] = f"{bare}{os.pathsep}/usr/bin{os.pathsep}/bin"
+    built.edit_params(lambda d: d["tasks"]["task1"].update(epochs=2))
+    proc = built.dvc("repro", check=False)
+    assert proc.returncode != 0
+    assert f"error: {bare / 'python'} lacks this project's libraries" in proc.stderr \
+        or "lacks this project's libraries (dvc, pydantic, keras)" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_a_folder_named_with_a_space_and_an_accent(tmp_path, mnist_npz, harness):
+    """make install there (paths quoted), then an experiment through the flow
+    (which once failed writing DVC's config in ASCII)."""
+    from prefect.settings import PREFECT_API_URL
+
+    from tests.sandbox import make_project
+
+    def tiny(data):
+        data.update(seeds=1, tasks={"task1": {**data["tasks"]["task1"], "epochs": 1}})
+        data["data"].update(train_size=500, test_size=200)
+
+    project = make_project(tmp_path / "mes études" / "projet mnist", mnist_npz, tiny)
+    # make finds python3.11 on PATH: the system's, not this environment's.
+    outside = [d for d in project.env["PATH"].split(os.pathsep)
+               if not d.startswith(sys.prefix)]
+    install = subprocess.run(["make", "install"], cwd=project.path, capture_output=True,
+                             text=True, env={**project.env, "PATH": os.pathsep.join(outside)})
+    assert install.returncode == 0, install.stdout[-2000:] + install.stderr[-2000:]
+    venv_python = project.path / ".venv" / "bin" / "python"
+    project.env = flow_env(project, PREFECT_API_URL=PREFECT_API_URL.value(), LC_ALL="C")
+    project.run(str(venv_python), "-m", "dvc", "repro")
+    out = project.run(str(venv_python), "-m", "flows.pipeline", "-S", "tasks.task1.epochs=2")
+    assert "saved as DVC experiment" in out.stdout + out.stderr

@@ -146,8 +146,9 @@ def test_a_failing_stage_says_why_at_the_top(built, harness, tmp_path):
 def test_a_run_started_from_the_deployment_becomes_an_experiment(built, harness):
     params_before = (built.path / "params.yaml").read_bytes()
     env = {**built.env, "PREFECT_API_URL": PREFECT_API_URL.value()}
-    server = subprocess.Popen([sys.executable, "-m", "flows.serve"], cwd=built.path, env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    server = subprocess.Popen([sys.executable, "-m", "flows.serve", "--max-epochs", "3"],
+                              cwd=built.path, env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 120
         while not deployed("mnist-cnn-study/study"):
@@ -156,6 +157,16 @@ def test_a_run_started_from_the_deployment_becomes_an_experiment(built, harness)
         flow_run = run_deployment(
             "mnist-cnn-study/study", timeout=900,
             parameters={"overrides": {"tasks.task1.optimizer.learning_rate": 0.05}})
+        # What the Run form may not do, each refused before anything runs,
+        # naming the key: another host to download from, a new list of
+        # layers, more epochs than whoever serves allows, a key that does not
+        # exist; and a project folder of the caller's choice.
+        refused = run_deployment("mnist-cnn-study/study", timeout=300, parameters={
+            "overrides": {"data.url": "http://169.254.169.254/latest", "tasks.task2.layers":
+                          [{"type": "flatten"}], "tasks.task3.epochs": 100_000_000,
+                          "tasks.task1.optimizer.momentum": 0.9}})
+        elsewhere = run_deployment("mnist-cnn-study/study", timeout=300,
+                                   parameters={"project": "/"})
     finally:
         server.terminate()
         server.wait(timeout=60)
@@ -165,6 +176,10 @@ def test_a_run_started_from_the_deployment_becomes_an_experiment(built, harness)
              for e in row.get("experiments") or []}
     with get_client(sync_client=True) as client:
         final = client.read_flow_run(flow_run.id)
+        refused = client.read_flow_run(refused.id)
+        elsewhere = client.read_flow_run(elsewhere.id)
+        started = client.read_task_runs(flow_run_filter=FlowRunFilter(
+            id=FlowRunFilterId(any_=[refused.id, elsewhere.id])))
     exp_name = re.search(r" exp (\S+) ", final.name).group(1)
     data = saved[exp_name]
     lr = data["params"]["params.yaml"]["data"]["tasks"]["task1"]["optimizer"]["learning_rate"]
@@ -172,3 +187,28 @@ def test_a_run_started_from_the_deployment_becomes_an_experiment(built, harness)
     assert set(data["metrics"]["data/metrics.json"]["data"]) == set(TASKS)
     assert (built.path / "params.yaml").read_bytes() == params_before
     assert f"exp:{exp_name}" in final.tags
+
+    assert refused.state.is_failed() and started == []
+    for problem in ("data.url: not settable from a served run",
+                    "tasks.task2.layers: a served run sets single values",
+                    "tasks.task1.optimizer.momentum: no such key to override"):
+        assert problem in refused.state.message, refused.state.message
+    assert not elsewhere.state.is_completed()  # the flow takes no project folder
+    assert set(saved) == {exp_name}
+
+
+def test_served_runs_are_bounded(built):
+    from flows.serve import Limits
+    from mnist_cnn.cli.checks import ParamsError
+
+    limits = Limits(max_epochs=3, max_seeds=2, max_workers=2)
+    commit = commit_of(built)
+    with pytest.raises(ParamsError) as err:
+        limits.params(built.path, commit, {"tasks.task3.epochs": 4, "seeds": 3}, 3)
+    assert err.value.problems == ["workers: at most 2 in a served run, got 3"]
+    with pytest.raises(ParamsError) as err:
+        limits.params(built.path, commit, {"tasks.task3.epochs": 4, "seeds": 3}, 2)
+    assert err.value.problems == ["tasks.task3.epochs: at most 3 in a served run, got 4",
+                                  "seeds: at most 2 in a served run, got 3"]
+    assert limits.params(built.path, commit, {"tasks.task3.epochs": 3}, 2).tasks[
+        "task3"].epochs == 3
