@@ -3,13 +3,17 @@
 The file is parsed by DVC's own reader, so a stage trains with exactly the
 values ``dvc.lock``, ``dvc params diff`` and ``dvc exp show`` record (YAML 1.2:
 ``1e-3`` is a number and ``no`` a string; a key given twice is an error). Types
-are strict: a boolean or a string where a number belongs is refused, never
-coerced.
+are strict (mnist_cnn.schema). Layer types and optimizers are registries of
+their own (mnist_cnn.layers, mnist_cnn.optimizers).
 
 This module decides what the values *are* (types, defaults), so it is a
 dependency of every stage. Explaining what is wrong with a bad file (key paths,
 "did you mean", shape checks) is mnist_cnn.cli.checks' job: rewording those
 messages retrains nothing.
+
+It also holds the one reading of a key path (``tasks.task1.layers.0.units``)
+that every part of the project uses: :func:`flatten`, :func:`get_key`,
+:func:`set_key`.
 """
 
 from __future__ import annotations
@@ -17,23 +21,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Discriminator,
-    Field,
-    NonNegativeInt,
-    PositiveFloat,
-    PositiveInt,
-    Tag,
-)
+from pydantic import Field, NonNegativeInt, PositiveInt
 
 from mnist_cnn.dataset import SPLIT_SIZES
+from mnist_cnn.layers import Layer
+from mnist_cnn.optimizers import Optimizer
+from mnist_cnn.schema import Frozen
 
 PARAMS_FILE = Path("params.yaml")
 TASK_NAME = r"^[A-Za-z][A-Za-z0-9_]*$"  # also a folder name and part of a DVC stage name
-
-Activation = Literal["sigmoid", "relu", "tanh", "softmax", "linear"]
 
 
 def read(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
@@ -43,98 +39,59 @@ def read(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
     return load_yaml(str(path))
 
 
-class _Frozen(BaseModel):
-    # Unknown keys are errors (a typo must never be ignored); values are never
-    # coerced; .inf and .nan are not numbers a model can train with.
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
+# --- key paths ------------------------------------------------------------
 
 
-# --- layers ---------------------------------------------------------------
+def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"tasks": {"task1": {"epochs": 5}}}`` -> ``{"tasks.task1.epochs": 5}``;
+    lists stay values (a list of layers is one value)."""
+    if isinstance(value, dict) and value:
+        return {k: v for key, sub in value.items()
+                for k, v in flatten(sub, f"{prefix}{key}.").items()}
+    return {prefix.removesuffix("."): value} if prefix else {}
 
 
-class Conv2D(_Frozen):
-    type: Literal["conv2d"]
-    filters: PositiveInt
-    kernel_size: PositiveInt
-    activation: Activation
+def get_key(data: Any, key: str) -> Any:
+    """The value at ``key`` (list items by index); None where there is none."""
+    node = data
+    for part in key.split("."):
+        if isinstance(node, dict):
+            node = node.get(part)
+        elif isinstance(node, list) and part.lstrip("-").isdigit() and -len(node) <= int(
+                part) < len(node):
+            node = node[int(part)]
+        else:
+            return None
+    return node
 
 
-class MaxPooling2D(_Frozen):
-    type: Literal["max_pooling2d"]
-    pool_size: PositiveInt = 2
-
-
-class Flatten(_Frozen):
-    type: Literal["flatten"]
-
-
-class Dense(_Frozen):
-    type: Literal["dense"]
-    units: PositiveInt
-    activation: Activation
-
-
-LAYER_TYPES = {"conv2d": Conv2D, "max_pooling2d": MaxPooling2D, "flatten": Flatten,
-               "dense": Dense}
-
-
-# Union tags contain ":" (never part of a key) so error paths can drop them.
-def _layer_tag(value: Any) -> str | None:
-    kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
-    return f"layer:{kind}" if kind in LAYER_TYPES else None
-
-
-Layer = Annotated[
-    Annotated[Conv2D, Tag("layer:conv2d")]
-    | Annotated[MaxPooling2D, Tag("layer:max_pooling2d")]
-    | Annotated[Flatten, Tag("layer:flatten")]
-    | Annotated[Dense, Tag("layer:dense")],
-    Discriminator(_layer_tag, custom_error_type="layer_type",
-                  custom_error_message="unknown layer type"),
-]
-
-
-# --- optimizers -----------------------------------------------------------
-
-
-class ExponentialDecay(_Frozen):
-    """keras.optimizers.schedules.ExponentialDecay, as in the notebook's task 3/4."""
-
-    schedule: Literal["exponential_decay"]
-    initial_learning_rate: PositiveFloat
-    decay_steps: PositiveInt
-    decay_rate: PositiveFloat
-    staircase: bool = False
-
-
-def _lr_tag(value: Any) -> str:
-    return "lr:schedule" if isinstance(value, (dict, ExponentialDecay)) else "lr:constant"
-
-
-LearningRate = Annotated[
-    Annotated[PositiveFloat, Tag("lr:constant")] | Annotated[ExponentialDecay, Tag("lr:schedule")],
-    Discriminator(_lr_tag),
-]
-
-# The one table of optimizers: the names params.yaml accepts and the class in
-# keras.optimizers each one builds (models.py builds it, the report names it).
-OPTIMIZERS = {"sgd": "SGD", "adam": "Adam", "rmsprop": "RMSprop"}
-
-
-class Optimizer(_Frozen):
-    name: Literal[tuple(OPTIMIZERS)]
-    # Absent: the optimizer's Keras default (the notebook's `optimizer="adam"`).
-    learning_rate: LearningRate | None = None
-
-    @property
-    def keras_class(self) -> str:
-        return OPTIMIZERS[self.name]
+def set_key(data: dict, key: str, value: Any, create: bool = True) -> None:
+    """Set ``key`` (list items by index) to ``value``: the way ``dvc exp run
+    -S`` does. With ``create`` false, KeyError unless the key exists.
+    IndexError, ValueError or TypeError for a path the data cannot hold."""
+    *parents, last = key.split(".")
+    node = data
+    for part in parents:
+        if isinstance(node, list):
+            node = node[int(part)]
+        elif create:
+            node = node.setdefault(part, {})
+        else:
+            node = node[part]
+    if isinstance(node, list):
+        node[int(last)] = value
+    elif not isinstance(node, dict):
+        raise TypeError(f"{key}: {type(node).__name__} has no keys")
+    elif create or last in node:
+        node[last] = value
+    else:
+        raise KeyError(key)
 
 
 # --- tasks and the whole file ---------------------------------------------
 
 
-class Task(_Frozen):
+class Task(Frozen):
     """One model of the study: its layers on a 28x28x1 input, optimizer, epochs."""
 
     layers: list[Layer] = Field(min_length=1)
@@ -143,21 +100,21 @@ class Task(_Frozen):
     batch_size: PositiveInt | None = None  # absent: train.batch_size
 
 
-class Data(_Frozen):
+class Data(Frozen):
     url: str = Field(min_length=1)
     # The first N images of each split (deterministic); the whole split by default.
     train_size: Annotated[int, Field(gt=0, le=SPLIT_SIZES["train"])] = SPLIT_SIZES["train"]
     test_size: Annotated[int, Field(gt=0, le=SPLIT_SIZES["test"])] = SPLIT_SIZES["test"]
 
 
-class TrainDefaults(_Frozen):
+class TrainDefaults(Frozen):
     batch_size: PositiveInt = 128
     # mixed_bfloat16 computes in bfloat16 (variables stay float32): faster on
     # CPUs with AVX512_BF16 or AMX, but it changes the numbers (see README).
     precision: Literal["float32", "mixed_bfloat16"] = "float32"
 
 
-class Params(_Frozen):
+class Params(Frozen):
     seed: NonNegativeInt
     seeds: PositiveInt = 1  # runs per task, with seeds seed, seed+1, ...
     data: Data
@@ -176,7 +133,7 @@ class Params(_Frozen):
                            precision=self.train.precision)
 
 
-class TrainConfig(_Frozen):
+class TrainConfig(Frozen):
     """Everything that determines one task's trained models, besides the data
     and the code; saved beside them and in each checkpoint."""
 

@@ -10,6 +10,8 @@ import pytest
 from dvc.utils.serialize import dump_yaml
 
 from mnist_cnn.cli.checks import MAX_SEED, ParamsError, load_params, main, validate
+from mnist_cnn.layers import LAYERS
+from mnist_cnn.optimizers import OPTIMIZERS
 from mnist_cnn.params import read
 from tests.conftest import ROOT, TASKS
 
@@ -82,28 +84,43 @@ CASES = {
                          f"{LR}.schedule: must be 'exponential_decay', got 'cosine'"),
     "unknown layer type": (_set("tasks.task1.layers.0.type", "conv3d"),
                            "tasks.task1.layers.0.type: unknown layer type; expected one of "
-                           "['conv2d', 'dense', 'flatten', 'max_pooling2d'], got 'conv3d'"),
+                           f"{sorted(LAYERS)}, got 'conv3d'"),
     "unknown activation": (_set("tasks.task1.layers.0.activation", "sigmiod"),
                            "tasks.task1.layers.0.activation: must be 'sigmoid', 'relu', "
                            "'tanh', 'softmax' or 'linear', got 'sigmiod'"),
     "unknown optimizer": (_set("tasks.task4_adam.optimizer.name", "adamw"),
-                          "tasks.task4_adam.optimizer.name: must be 'sgd', 'adam' or "
-                          "'rmsprop', got 'adamw'"),
+                          "tasks.task4_adam.optimizer.name: unknown optimizer; expected one of "
+                          f"{sorted(OPTIMIZERS)}, got 'adamw'"),
+    "an option another optimizer has": (_set("tasks.task4_adam.optimizer.nesterov", True),
+                                        "tasks.task4_adam.optimizer.nesterov: unknown key"),
+    "momentum out of range": (_set("tasks.task1.optimizer.momentum", 1.5),
+                              "tasks.task1.optimizer.momentum: must be < 1, got 1.5"),
+    "nesterov not a boolean": (_set("tasks.task1.optimizer.nesterov", "yes"),
+                               "tasks.task1.optimizer.nesterov: must be true or false, got 'yes'"),
+    "beta out of range": (_set("tasks.task4_adam.optimizer.beta_1", 0),
+                          "tasks.task4_adam.optimizer.beta_1: must be > 0, got 0"),
+    "dropout rate of one": (_set("tasks.task1.layers.1", {"type": "dropout", "rate": 1}),
+                            "tasks.task1.layers.1.rate: must be < 1, got 1"),
     "no layers": (_set("tasks.task1.layers", []), "tasks.task1.layers: must have at least 1 item"),
     "last layer not 10 classes": (_set("tasks.task1.layers.2.units", 5),
-                                  "tasks.task1.layers.2: the last layer must be {type: dense, "
+                                  "tasks.task1.layers.2: the model's output is 5 from dense; it "
+                                  "must be 10 class probabilities: a last layer {type: dense, "
                                   "units: 10, activation: softmax}"),
     "last layer not softmax": (_set("tasks.task1.layers.2.activation", "relu"),
-                               "tasks.task1.layers.2: the last layer must be"),
+                               "tasks.task1.layers.2: the model's output is 10 from dense; it "
+                               "must be 10 class probabilities"),
     "dense before flatten": (_set("tasks.task1.layers", [
                                  {"type": "dense", "units": 10, "activation": "softmax"}]),
-                             "tasks.task1.layers.0: dense needs a flatten layer before it"),
+                             "tasks.task1.layers.0: the model's output is 28x28x10 from dense; "
+                             "it must be 10 class probabilities: a last layer {type: dense, "
+                             "units: 10, activation: softmax} after a flatten layer"),
     "conv after flatten": (_set("tasks.task1.layers", [
                                {"type": "flatten"},
                                {"type": "conv2d", "filters": 8, "kernel_size": 3,
                                 "activation": "relu"},
                                {"type": "dense", "units": 10, "activation": "softmax"}]),
-                           "tasks.task1.layers.1: conv2d cannot follow a flatten layer"),
+                           "tasks.task1.layers.1: conv2d cannot take the previous layer's "
+                           "output of shape 784"),
     "missing tasks": (_set("tasks", DELETE), "tasks: required key is missing"),
     "empty tasks": (_set("tasks", {}), "tasks: must have at least 1 item"),
     "bad task name": (_set("tasks", {"task 1": GOOD["tasks"]["task1"]}),
@@ -129,7 +146,7 @@ def test_the_project_params_are_valid():
 def test_bad_params_name_the_key(case):
     edit, expected = CASES[case]
     with pytest.raises(ParamsError) as info:
-        validate(broken(edit))
+        validate(broken(edit), shapes=True)
     assert any(p.startswith(expected) for p in info.value.problems), info.value.problems
 
 

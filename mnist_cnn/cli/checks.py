@@ -4,9 +4,11 @@ Every stage loads its params through :func:`load_params` before any work, so
 a bad value is reported before a model is built or a file is written: all
 problems at once, each with its key path and what was expected
 (``tasks.task1.optimizer.learnig_rate: unknown key (did you mean
-'learning_rate'?)``). Beyond types and ranges, it builds each task's layer
-shapes on the 28x28x1 input (without Keras) and checks every value the
-libraries would reject later, naming the task, the layer and the key.
+'learning_rate'?)``). Beyond types and ranges, the train stage and ``make
+check-params`` build every task's layers on the 28x28x1 input with Keras
+(shapes and parameter counts are Keras' own) and name the task, the layer
+and the key of what does not fit; stages that do not train skip that, so
+they never load TensorFlow.
 
 ``python -m mnist_cnn.cli.checks [params.yaml]`` (``make check-params``)
 checks a file without running anything.
@@ -24,22 +26,9 @@ from typing import Any
 from pydantic import ValidationError
 
 from mnist_cnn.dataset import IMAGE_SHAPE, NUM_CLASSES
-from mnist_cnn.params import (
-    LAYER_TYPES,
-    PARAMS_FILE,
-    TASK_NAME,
-    Conv2D,
-    Data,
-    Dense,
-    ExponentialDecay,
-    Flatten,
-    MaxPooling2D,
-    Optimizer,
-    Params,
-    Task,
-    TrainDefaults,
-    read,
-)
+from mnist_cnn.layers import LAYERS
+from mnist_cnn.optimizers import OPTIMIZERS, ExponentialDecay
+from mnist_cnn.params import PARAMS_FILE, TASK_NAME, Data, Params, Task, TrainDefaults, read
 
 MAX_SEED = 2**32 - 1  # NumPy's generators refuse larger seeds
 MAX_MODEL_PARAMS = 50_000_000  # far above the study's largest (2.4 M): a typo, not a model
@@ -57,14 +46,17 @@ class ParamsError(ValueError):
 
 # --- pydantic's errors, in the words of this project ----------------------------
 
-_FIELDS = sorted({f for m in (Conv2D, MaxPooling2D, Flatten, Dense, ExponentialDecay,
-                              Optimizer, Task, Data, TrainDefaults, Params)
+_FIELDS = sorted({f for m in (*LAYERS.values(), *OPTIMIZERS.values(), ExponentialDecay,
+                              Task, Data, TrainDefaults, Params)
                   for f in m.model_fields})
+_KINDS = {"layer_type": ("type", "layer type", LAYERS),
+          "optimizer_type": ("name", "optimizer", OPTIMIZERS)}
 
 _PHRASES = [
     ("input should be greater than or equal to", "must be >="),
     ("input should be greater than", "must be >"),
     ("input should be less than or equal to", "must be <="),
+    ("input should be less than", "must be <"),
     ("input should be a valid number", "must be a number"),
     ("input should be a valid integer", "must be an integer"),
     ("input should be a valid boolean", "must be true or false"),
@@ -91,9 +83,10 @@ def _format_error(err: dict, prefix: tuple = ()) -> str:
         return f"{key}: unknown key" + (f" (did you mean '{hint[0]}'?)" if hint else "")
     if kind == "missing":
         return f"{key}: required key is missing"
-    if kind == "layer_type":
-        got = got.get("type") if isinstance(got, dict) else got
-        return (f"{key}.type: unknown layer type; expected one of {sorted(LAYER_TYPES)}, "
+    if kind in _KINDS:  # a registry's member named by its "type" or "name"
+        field, what, registry = _KINDS[kind]
+        got = got.get(field) if isinstance(got, dict) else got
+        return (f"{key}.{field}: unknown {what}; expected one of {sorted(registry)}, "
                 f"got {got!r}")
     msg = err["msg"].removeprefix("Value error, ")
     msg = msg[0].lower() + msg[1:]
@@ -107,40 +100,46 @@ def _format_error(err: dict, prefix: tuple = ()) -> str:
 # --- what the libraries would reject later ----------------------------------------
 
 
+def _dims(shape) -> str:
+    return "x".join(str(d) for d in shape[1:])
+
+
 def architecture_problems(name: str, task: Task) -> list[str]:
-    """Build the task's layer shapes on the 28x28x1 input, as Keras will."""
+    """Build the task's layers on the 28x28x1 input as Keras does (imported
+    here: only what trains or is asked to check pays for TensorFlow), and
+    name the layer and key of each problem. Weights are never allocated: a
+    typo's billion parameters are counted, not built."""
+    import keras
+
     key = f"tasks.{name}.layers"
-    (height, width, channels), flat = IMAGE_SHAPE, None
-    weights = 0
-    for i, layer in enumerate(task.layers):
-        where = f"{key}.{i}"
-        if layer.type in ("conv2d", "max_pooling2d"):
-            if flat is not None:
-                return [f"{where}: {layer.type} cannot follow a flatten layer"]
-            size, field = ((layer.kernel_size, "kernel_size") if layer.type == "conv2d"
-                           else (layer.pool_size, "pool_size"))
-            if size > min(height, width):
-                return [f"{where}.{field}: {size} does not fit this layer's "
-                        f"{height}x{width} input (the layers before it shrink 28x28)"]
-            if layer.type == "conv2d":
-                weights += (size * size * channels + 1) * layer.filters
-                height, width, channels = height - size + 1, width - size + 1, layer.filters
-            else:
-                height, width = height // size, width // size
-        elif layer.type == "flatten":
-            flat = flat or height * width * channels
-        elif flat is None:
-            return [f"{where}: dense needs a flatten layer before it"]
-        else:
-            weights += (flat + 1) * layer.units
-            flat = layer.units
-    problems = []
+    shape, weights, problems = (None, *IMAGE_SHAPE), 0, []
+    with keras.StatelessScope(initialize_variables=False):
+        for i, spec in enumerate(task.layers):
+            where, layer = f"{key}.{i}", spec.build("float32")
+            try:
+                out = layer.compute_output_shape(shape)
+            except ValueError as exc:
+                if spec.window and len(shape) == 4:
+                    size = getattr(spec, spec.window)
+                    problems.append(f"{where}.{spec.window}: {size} does not fit this layer's "
+                                    f"{shape[1]}x{shape[2]} input (the layers before it shrink "
+                                    "28x28)")
+                else:
+                    problems.append(f"{where}: {spec.type} cannot take the previous layer's "
+                                    f"output of shape {_dims(shape)} (Keras: "
+                                    f"{str(exc).splitlines()[0]})")
+                break
+            layer.build(shape)
+            weights += layer.count_params()
+            shape = out
+    keras.utils.clear_session()  # drop the variables it never initialised
     last = task.layers[-1]
-    if not (last.type == "dense" and last.units == NUM_CLASSES
-            and last.activation == "softmax"):
-        problems.append(f"{key}.{len(task.layers) - 1}: the last layer must be "
-                        f"{{type: dense, units: {NUM_CLASSES}, activation: softmax}} "
-                        f"to give {NUM_CLASSES} class probabilities")
+    if not problems and not (tuple(shape[1:]) == (NUM_CLASSES,)
+                             and getattr(last, "activation", None) == "softmax"):
+        problems.append(f"{key}.{len(task.layers) - 1}: the model's output is {_dims(shape)} "
+                        f"from {last.type}; it must be {NUM_CLASSES} class probabilities: a "
+                        f"last layer {{type: dense, units: {NUM_CLASSES}, activation: softmax}}"
+                        " after a flatten layer")
     if weights > MAX_MODEL_PARAMS:
         problems.append(f"{key}: the model would have {weights:,} parameters; at most "
                         f"{MAX_MODEL_PARAMS:,} (a typo in units or filters?)")
@@ -157,8 +156,10 @@ def seed_problems(seed: Any, seeds: Any) -> list[str]:
 # --- the whole file ----------------------------------------------------------------
 
 
-def validate(data: Any, source: str = str(PARAMS_FILE)) -> Params:
-    """Validate parsed params; raise ParamsError listing every problem."""
+def validate(data: Any, source: str = str(PARAMS_FILE), shapes: bool = False) -> Params:
+    """Validate parsed params; raise ParamsError listing every problem. With
+    ``shapes``, also build every task's layers with Keras (which loads
+    TensorFlow: the train stage and ``make check-params`` do)."""
     if not isinstance(data, dict):
         raise ParamsError(source, ["expected a mapping of sections at the top level"])
     problems = []
@@ -168,7 +169,7 @@ def validate(data: Any, source: str = str(PARAMS_FILE)) -> Params:
         params = None
         problems += [_format_error(e) for e in exc.errors()]
     tasks = data.get("tasks")
-    for name, spec in (tasks.items() if isinstance(tasks, dict) else ()):
+    for name, spec in (tasks.items() if shapes and isinstance(tasks, dict) else ()):
         try:
             task = Task.model_validate(spec)
         except ValidationError:
@@ -203,9 +204,10 @@ def read_params(path: str | Path, source: str | None = None) -> dict:
         raise ParamsError(source, [_yaml_problem(exc)]) from None
 
 
-def load_params(path: str | Path = PARAMS_FILE) -> Params:
-    """Read ``path`` as DVC does and validate it; ParamsError lists every problem."""
-    return validate(read_params(path), str(path))
+def load_params(path: str | Path = PARAMS_FILE, shapes: bool = False) -> Params:
+    """Read ``path`` as DVC does and validate it (``shapes``: see validate);
+    ParamsError lists every problem."""
+    return validate(read_params(path), str(path), shapes)
 
 
 def check_task_name(name: str, params: Params, source: str = str(PARAMS_FILE)) -> str:
@@ -223,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("params", nargs="?", default=str(PARAMS_FILE))
     args = parser.parse_args(argv)
     try:
-        params = load_params(args.params)
+        params = load_params(args.params, shapes=True)
     except ParamsError as exc:
         print(exc, file=sys.stderr)
         return 1
