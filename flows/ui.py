@@ -13,6 +13,8 @@ from prefect import get_client
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.runtime import flow_run
 
+from mnist_cnn.metrics import METRICS, PRIMARY
+from mnist_cnn.report.collect import best_task
 from mnist_cnn.report.render import difference, number, with_spread
 
 RESULTS_KEY = "mnist-cnn-results"
@@ -103,18 +105,17 @@ def api_is_set() -> bool:
 
 
 def results_rows(results: pd.DataFrame) -> list[dict[str, str]]:
-    """The results table as the UI shows it: narrow, test accuracy first."""
+    """The results table as the UI shows it: narrow, the primary metric first
+    with the notebook's figure and the difference, then the other metrics."""
     rows = []
     for task, r in results.iterrows():
-        rows.append({
-            "task": task,
-            "test acc": with_spread(r.accuracy, r.accuracy_std, r.seeds > 1),
-            "notebook": number(r.nb_accuracy),
-            "Δ": difference(r.accuracy, r.nb_accuracy),
-            "test loss": f"{r.loss:.4f}",
-            "epochs": str(r.epochs),
-            "s/epoch": f"{r.s_per_epoch:.1f}",
-        })
+        row = {"task": task}
+        for m in METRICS.values():
+            row[f"test {m.label}"] = with_spread(r[m.key], r[f"{m.key}_std"], r.seeds > 1)
+            if m is PRIMARY:
+                row["notebook"] = number(r[f"nb_{m.key}"])
+                row["Δ"] = difference(r[m.key], r[f"nb_{m.key}"])
+        rows.append({**row, "epochs": str(r.epochs), "s/epoch": f"{r.s_per_epoch:.1f}"})
     return rows
 
 
@@ -124,10 +125,10 @@ def publish_results(workspace: Path, what: str, experiment: str | None = None) -
     if not results.is_file():
         return None
     df = pd.read_csv(results, index_col="task")
-    best = df["accuracy"].idxmax()
-    nb = df.loc[best, "nb_accuracy"]
+    best = best_task(df)
+    nb = df.loc[best, f"nb_{PRIMARY.key}"]
     # Best first: artifact cards show only the description's first words.
-    description = (f"Best: {best} {df.loc[best, 'accuracy']:.4f}"
+    description = (f"Best: {best} {df.loc[best, PRIMARY.key]:.4f}"
                    + ("" if pd.isna(nb) else f" (notebook {nb:.4f})") + f"; {what}"
                    + (f"; experiment {experiment}" if experiment else ""))
     create_table_artifact(results_rows(df), key=RESULTS_KEY, description=description)

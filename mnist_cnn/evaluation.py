@@ -22,6 +22,7 @@ from dvclive import Live
 from mnist_cnn.dataset import DataError, load_split
 from mnist_cnn.io import atomic_files, write_json
 from mnist_cnn.layout import MODEL, PER_SEED, PREDICTIONS, seed_dir
+from mnist_cnn.metrics import METRICS, Scores
 
 log = logging.getLogger(__name__)
 
@@ -38,19 +39,20 @@ def load_model(path: Path) -> keras.Model:
 
 
 def score(model: keras.Model, x: np.ndarray, y: np.ndarray) -> tuple[dict, np.ndarray]:
-    """Test loss and accuracy of ``model``, how long that took (``seconds``),
-    and its predicted classes."""
+    """Every test metric of ``model`` (mnist_cnn.metrics), how long that took
+    (``seconds``), and its predicted classes."""
     start = time.perf_counter()
     loss, accuracy = model.evaluate(x, y, batch_size=1024, verbose=0)
     predicted = model.predict(x, batch_size=1024, verbose=0).argmax(axis=1)
-    return {"test_loss": float(loss), "test_accuracy": float(accuracy),
+    scores = Scores(float(loss), float(accuracy), y.argmax(axis=1), predicted)
+    return {**{m.file_key: float(m.compute(scores)) for m in METRICS.values()},
             "seconds": time.perf_counter() - start}, predicted
 
 
 def summarize(per_seed: dict[int, dict]) -> dict:
     """Mean over seeds; with several seeds also their spread (sample std)."""
     out: dict = {}
-    for key in ("test_accuracy", "test_loss"):
+    for key in (m.file_key for m in METRICS.values()):
         values = [m[key] for m in per_seed.values()]
         out[key] = statistics.fmean(values)
         if len(values) > 1:

@@ -10,6 +10,8 @@ import sys
 
 import pytest
 
+from mnist_cnn.report.figures import FIGURES
+from mnist_cnn.report.findings import FINDINGS
 from tests.conftest import TASKS, make_project, ran
 
 pytestmark = pytest.mark.slow
@@ -99,13 +101,13 @@ def test_plots_show_curves_per_task_and_confusion_matrices(built):
 def test_report_html_embeds_its_figures(built_template):
     page = (built_template.path / "data/report/report.html").read_text()
     images = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
-    assert len(images) == 5
+    assert len(images) == len(FIGURES)
     for image in images:
         png = base64.b64decode(image)
         assert png.startswith(PNG) and len(png) > 2000
     body = page.split("<tbody>", 1)[1].split("</tbody>", 1)[0]
     assert [re.match(r"<tr><td>([^<]+)", r)[1] for r in body.split("</tr>") if r] == TASKS
-    assert page.count("<li><b>") == 5  # the notebook's conclusions, each checked
+    assert page.count("<li><b>") == len(FINDINGS)  # the notebook's conclusions, each checked
     md = (built_template.path / "data/report/report.md").read_text()
     assert all(f"![{c}](figures/" in md for c in ("Training curves", "Seconds per epoch"))
 

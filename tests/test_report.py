@@ -11,7 +11,8 @@ import pytest
 from mnist_cnn.cli.checks import load_params
 from mnist_cnn.dataset import DataError, save_split
 from mnist_cnn.layout import epoch_log
-from mnist_cnn.report.collect import collect, describe_layers, describe_optimizer
+from mnist_cnn.report.collect import collect, describe_layers
+from mnist_cnn.report.figures import FIGURES
 from mnist_cnn.report.findings import check_all
 from mnist_cnn.report.render import markdown_table, render_markdown, results_table, write_report
 from tests.conftest import ROOT
@@ -50,9 +51,9 @@ def tree(root, seeds=(42,), accuracy=None):
 def test_describe_a_task():
     assert describe_layers(PARAMS.tasks["task2"]) == (
         "conv32 5x5 sigmoid ×2 → flatten → dense128 sigmoid → dense10 softmax")
-    assert describe_optimizer(PARAMS.tasks["task3"].optimizer) == (
+    assert PARAMS.tasks["task3"].optimizer.describe() == (
         "SGD, ExponentialDecay(0.5, 10000, 0.9)")
-    assert describe_optimizer(PARAMS.tasks["task4_adam"].optimizer) == "Adam (default lr)"
+    assert PARAMS.tasks["task4_adam"].optimizer.describe() == "Adam (default lr)"
 
 
 def test_collect_one_row_per_task_and_the_mean_curves(tmp_path):
@@ -96,9 +97,8 @@ def test_write_report_writes_every_file_or_none(tmp_path):
                  root / "metrics.json")
     names = sorted(p.relative_to(root / "report").as_posix()
                    for p in (root / "report").rglob("*") if p.is_file())
-    assert names == ["curves.csv", "figures/accuracy.png", "figures/confusion.png",
-                     "figures/curves.png", "figures/epoch_time.png",
-                     "figures/misclassified.png", "report.html", "report.md", "results.csv"]
+    assert names == sorted(["curves.csv", "report.html", "report.md", "results.csv",
+                            *(f"figures/{name}" for name in FIGURES)])
     assert json.loads((root / "metrics.json").read_text()) == {
         "task1": {"acc": 0.9, "loss": 0.3}, "task4_adam": {"acc": 0.99, "loss": 0.3}}
 

@@ -2,9 +2,10 @@
 
 The workspace, the commit and every ``dvc exp run`` on it, from
 ``dvc exp show --json``: first each experiment's params that differ from the
-others, then one row per task with each experiment's test accuracy (%) and
-loss, the best accuracy of each task marked ``*``. Fits a 120-column
-terminal: experiments beyond what fits go to further blocks.
+others, then one row per task with each experiment's test metrics
+(mnist_cnn.metrics: accuracy in %, loss, ...), the best of each task by the
+primary metric marked ``*``. Fits a 120-column terminal: experiments beyond
+what fits go to further blocks.
 """
 
 from __future__ import annotations
@@ -14,35 +15,28 @@ import json
 import subprocess
 import sys
 
+from mnist_cnn.metrics import METRICS, PRIMARY
+from mnist_cnn.params import flatten
+
 WIDTH = 120
-METRICS = "data/metrics.json"  # the report's summary: {task: {acc, loss, ...}}
-CELL = 12  # "98.6/.040*" plus spacing
+SUMMARY = "data/metrics.json"  # the report's summary: {task: {acc, loss, ...}}
+CELL = len(METRICS) * 6 + 1  # "98.6/.040*" plus spacing: each part at most 5 characters
 
 
-def _flat(data: dict, prefix: str = "") -> dict[str, object]:
-    out: dict[str, object] = {}
-    for key, value in data.items():
-        if isinstance(value, dict):
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = json.dumps(value) if isinstance(value, list) else value
-    return out
-
-
-def cell(acc: float | None, loss: float | None) -> str:
-    """``98.6/.040``: accuracy in % and loss, 9 characters at most."""
-    if acc is None or loss is None:
+def cell(values: tuple) -> str:
+    """``98.6/.040``: each metric's compact figure, in the registry's order."""
+    if any(v is None for v in values):
         return "-"
-    pct = "100" if acc >= 0.9995 else f"{100 * acc:.1f}"
-    digits = 3 if loss < 1 else 2 if loss < 10 else 1 if loss < 100 else 0
-    return f"{pct}/{f'{loss:.{digits}f}'.removeprefix('0')}"
+    return "/".join(m.compact(v) for m, v in zip(METRICS.values(), values, strict=True))
 
 
 def _row(entry: dict, name: str) -> dict:
     data = entry.get("data") or {}
-    params = _flat((data.get("params") or {}).get("params.yaml", {}).get("data", {}))
-    summary = ((data.get("metrics") or {}).get(METRICS) or {}).get("data") or {}
-    scores = {task: (m.get("acc"), m.get("loss")) for task, m in summary.items()}
+    params = {key: json.dumps(value) if isinstance(value, list) else value for key, value in
+              flatten((data.get("params") or {}).get("params.yaml", {}).get("data", {})).items()}
+    summary = ((data.get("metrics") or {}).get(SUMMARY) or {}).get("data") or {}
+    scores = {task: tuple(m.get(metric.short) for metric in METRICS.values())
+              for task, m in summary.items()}
     return {"name": name, "params": params, "scores": scores}
 
 
@@ -77,7 +71,11 @@ def table(rows: list[dict], width: int = WIDTH) -> str:
         lines.append(text if len(text) <= width else text[: width - 1] + "…")
     task_w = max([len("task"), *map(len, tasks)])
     per_block = max(1, (width - task_w) // CELL)
-    best = {t: max((r["scores"].get(t, (None,))[0] or -1) for r in rows) for t in tasks}
+    first = list(METRICS.values()).index(PRIMARY)
+    sign = 1 if PRIMARY.higher_is_better else -1
+    primary = {t: [v for r in rows if (v := r["scores"].get(t, (None,) * len(METRICS))[first])
+                   is not None] for t in tasks}
+    best = {t: max(vs, key=lambda v: sign * v) if vs else None for t, vs in primary.items()}
     for start in range(0, len(rows), per_block):
         block = rows[start:start + per_block]
         lines += ["", "task".ljust(task_w) + "".join(  # aligned with the numbers, not the *
@@ -86,12 +84,13 @@ def table(rows: list[dict], width: int = WIDTH) -> str:
         for t in tasks:
             cells = []
             for r in block:
-                acc, loss = r["scores"].get(t, (None, None))
-                mark = "*" if acc is not None and acc == best[t] and len(rows) > 1 else " "
-                cells.append((cell(acc, loss) + mark).rjust(CELL))
+                values = r["scores"].get(t, (None,) * len(METRICS))
+                mark = "*" if values[first] is not None and values[first] == best[t] \
+                    and len(rows) > 1 else " "
+                cells.append((cell(values) + mark).rjust(CELL))
             lines.append((t.ljust(task_w) + "".join(cells)).rstrip())
-    lines += ["", "cells: test accuracy % / test loss (mean over seeds); * the best accuracy "
-              "of the task"]
+    shown = " / ".join(f"test {m.label} {m.compact_unit}".rstrip() for m in METRICS.values())
+    lines += ["", f"cells: {shown} (mean over seeds); * the best {PRIMARY.label} of the task"]
     return "\n".join(lines)
 
 

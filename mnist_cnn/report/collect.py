@@ -12,8 +12,10 @@ import numpy as np
 import pandas as pd
 
 from mnist_cnn.dataset import DataError, load_split
-from mnist_cnn.layout import CONFIG, METRICS, PER_SEED, PREDICTIONS, epoch_log
-from mnist_cnn.params import ExponentialDecay, Optimizer, Task
+from mnist_cnn.layout import CONFIG, PER_SEED, PREDICTIONS, epoch_log
+from mnist_cnn.layout import METRICS as METRICS_FILE
+from mnist_cnn.metrics import METRICS, PRIMARY
+from mnist_cnn.params import Task
 from mnist_cnn.report.notebook import NOTEBOOK
 
 CURVES = ("loss", "accuracy", "epoch_seconds")
@@ -21,29 +23,9 @@ CURVES = ("loss", "accuracy", "epoch_seconds")
 
 def describe_layers(task: Task) -> str:
     """``conv32 5x5 sigmoid ×2 → flatten → dense10 softmax``."""
-    def one(layer) -> str:
-        if layer.type == "conv2d":
-            k = layer.kernel_size
-            return f"conv{layer.filters} {k}x{k} {layer.activation}"
-        if layer.type == "max_pooling2d":
-            return f"maxpool{layer.pool_size}"
-        if layer.type == "dense":
-            return f"dense{layer.units} {layer.activation}"
-        return layer.type
-
-    runs = [(text, len(list(group))) for text, group in groupby(map(one, task.layers))]
+    runs = [(text, len(list(group)))
+            for text, group in groupby(layer.describe() for layer in task.layers)]
     return " → ".join(text if n == 1 else f"{text} ×{n}" for text, n in runs)
-
-
-def describe_optimizer(opt: Optimizer) -> str:
-    name = opt.keras_class
-    lr = opt.learning_rate
-    if lr is None:
-        return f"{name} (default lr)"
-    if isinstance(lr, ExponentialDecay):
-        return (f"{name}, ExponentialDecay({lr.initial_learning_rate:g}, "
-                f"{lr.decay_steps}, {lr.decay_rate:g})")
-    return f"{name}, lr {lr:g}"
 
 
 def _read_json(path: Path) -> dict:
@@ -72,8 +54,8 @@ def collect(tasks: dict[str, Task], seeds: list[int], models: Path,
     rows, curves = [], []
     for name, task in tasks.items():
         config = _read_json(models / name / CONFIG)
-        metrics = _read_json(evals / name / METRICS)
-        runs = [m["test_accuracy"] for m in _read_json(evals / name / PER_SEED).values()]
+        summary = _read_json(evals / name / METRICS_FILE)
+        per_seed = list(_read_json(evals / name / PER_SEED).values())
         log = training_log(models / name, seeds)
         mean = log.drop(columns="seed").groupby("epoch", as_index=False).mean()
         curves.append(mean.assign(task=name))
@@ -84,15 +66,13 @@ def collect(tasks: dict[str, Task], seeds: list[int], models: Path,
             "params": config["param_count"],
             "nb_params": ref.param_count if ref else None,
             "epochs": task.epochs,
-            "optimizer": describe_optimizer(task.optimizer),
-            "seeds": len(runs),
-            "accuracy": metrics["test_accuracy"],
-            "accuracy_std": metrics.get("test_accuracy_std", 0.0),
-            "accuracy_runs": runs,
-            "nb_accuracy": ref.test_accuracy if ref else None,
-            "loss": metrics["test_loss"],
-            "loss_std": metrics.get("test_loss_std", 0.0),
-            "nb_loss": ref.test_loss if ref else None,
+            "optimizer": task.optimizer.describe(),
+            "seeds": len(per_seed),
+            **{column: value for m in METRICS.values() for column, value in (
+                (m.key, summary[m.file_key]),
+                (f"{m.key}_std", summary.get(f"{m.file_key}_std", 0.0)),
+                (f"{m.key}_runs", [run[m.file_key] for run in per_seed]),
+                (f"nb_{m.key}", getattr(ref, m.file_key, None) if ref else None))},
             "nb_epochs": ref.epochs if ref else None,
             "s_per_epoch": statistics.median(log["epoch_seconds"]),
             "train_images": config["train_images"],
@@ -102,9 +82,15 @@ def collect(tasks: dict[str, Task], seeds: list[int], models: Path,
     return pd.DataFrame(rows).set_index("task"), curve
 
 
+def best_task(df: pd.DataFrame) -> str:
+    column = df[PRIMARY.key]
+    return column.idxmax() if PRIMARY.higher_is_better else column.idxmin()
+
+
 def best_task_predictions(df: pd.DataFrame, evals: Path,
                           data: Path) -> tuple[str, np.ndarray, np.ndarray, np.ndarray]:
-    """The most accurate task, the test images, their labels and its predictions."""
-    best = df["accuracy"].idxmax()
+    """The best task (by the primary metric), the test images, their labels and
+    its predictions."""
+    best = best_task(df)
     x, y = load_split(data, "test")
     return best, x, y.argmax(axis=1), np.load(evals / best / PREDICTIONS)

@@ -1,4 +1,7 @@
-"""The report's matplotlib figures, each returned as PNG bytes.
+"""The report's figures, one ``@figure`` each: its file name, caption and
+drawing (PNG bytes from what the report gathered). A new figure is one
+function here; the report's Markdown and HTML show every registered one, in
+order.
 
 Built with matplotlib's object API (``Figure``), not pyplot: no GUI backend,
 no global state, safe in a headless stage.
@@ -7,14 +10,52 @@ no global state, safe in a headless stage.
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
 from mnist_cnn.dataset import NUM_CLASSES
+from mnist_cnn.report.collect import best_task_predictions
 
 OURS, THEIRS = "#1f77b4", "#bbbbbb"
+
+
+@dataclass
+class ReportData:
+    """What the figures draw from: the results table (one row per task), the
+    training curves, and where the evaluations and test data are."""
+
+    df: pd.DataFrame
+    curves: pd.DataFrame
+    evals: Path
+    data: Path
+
+    @cached_property
+    def best(self) -> tuple[str, np.ndarray, np.ndarray, np.ndarray]:
+        """The best task, the test images, their labels and its predictions."""
+        return best_task_predictions(self.df, self.evals, self.data)
+
+
+class Registered(NamedTuple):
+    caption: str
+    draw: Callable[[ReportData], bytes]
+
+
+FIGURES: dict[str, Registered] = {}  # file name: caption and drawing, in report order
+
+
+def figure(name: str, caption: str):
+    """Register the decorated ``draw(data) -> PNG bytes`` as figure ``name``."""
+    def register(draw: Callable[[ReportData], bytes]) -> Callable[[ReportData], bytes]:
+        FIGURES[name] = Registered(caption, draw)
+        return draw
+    return register
 
 
 def _subplots(nrows=1, ncols=1, **kwargs):
@@ -28,8 +69,10 @@ def _png(fig: Figure) -> bytes:
     return buf.getvalue()
 
 
-def accuracy(df: pd.DataFrame) -> bytes:
+@figure("accuracy.png", "Test accuracy per task, ours beside the notebook's")
+def accuracy(data: ReportData) -> bytes:
     """Test accuracy per task, ours (mean, each seed as a dot) beside the notebook's."""
+    df = data.df
     fig, ax = _subplots(figsize=(8, 0.45 * len(df) + 1.2))
     y = np.arange(len(df))[::-1]
     ax.barh(y + 0.2, df["accuracy"], height=0.4, color=OURS, label="ours",
@@ -48,8 +91,10 @@ def accuracy(df: pd.DataFrame) -> bytes:
     return _png(fig)
 
 
-def training_curves(curves: pd.DataFrame) -> bytes:
+@figure("curves.png", "Training curves")
+def training_curves(data: ReportData) -> bytes:
     """Training loss and accuracy per epoch, one line per task."""
+    curves = data.curves
     fig, axes = _subplots(1, 2, figsize=(11, 4))
     for task, part in curves.groupby("task", sort=False):
         for ax, metric in zip(axes, ("loss", "accuracy"), strict=True):
@@ -64,7 +109,9 @@ def training_curves(curves: pd.DataFrame) -> bytes:
     return _png(fig)
 
 
-def epoch_time(df: pd.DataFrame) -> bytes:
+@figure("epoch_time.png", "Seconds per epoch")
+def epoch_time(data: ReportData) -> bytes:
+    df = data.df
     fig, ax = _subplots(figsize=(8, 0.4 * len(df) + 1.2))
     y = np.arange(len(df))[::-1]
     ax.barh(y, df["s_per_epoch"], color=OURS)
@@ -76,7 +123,10 @@ def epoch_time(df: pd.DataFrame) -> bytes:
     return _png(fig)
 
 
-def confusion(labels: np.ndarray, predicted: np.ndarray, title: str) -> bytes:
+@figure("confusion.png", "Confusion matrix of the best task")
+def confusion(data: ReportData) -> bytes:
+    best, _, labels, predicted = data.best
+    title = f"{best}: confusion matrix"
     matrix = np.zeros((NUM_CLASSES, NUM_CLASSES), dtype=int)
     np.add.at(matrix, (labels, predicted), 1)
     fig, ax = _subplots(figsize=(5.5, 5))
@@ -93,8 +143,9 @@ def confusion(labels: np.ndarray, predicted: np.ndarray, title: str) -> bytes:
     return _png(fig)
 
 
-def misclassified(images: np.ndarray, labels: np.ndarray, predicted: np.ndarray,
-                  title: str, limit: int = 40) -> bytes:
+@figure("misclassified.png", "Misclassified test digits of the best task")
+def misclassified(data: ReportData, limit: int = 40) -> bytes:
+    title, images, labels, predicted = data.best
     wrong = np.flatnonzero(labels != predicted)[:limit]
     cols = 10
     rows = max(1, -(-len(wrong) // cols))

@@ -1,19 +1,22 @@
 """The notebook's conclusions, checked against our numbers.
 
 Each check reads the results table (one row per task, see report.collect) and
-returns a Finding whose sentence is built from the data: the verdict follows
-the numbers, not the other way round. A check whose tasks are absent from
-params.yaml says so instead of guessing.
+the training curves, and returns a Finding whose sentence is built from the
+data: the verdict follows the numbers, not the other way round. A check whose
+tasks are absent from params.yaml says so instead of guessing. A new finding
+is one function here, registered with ``@finding``.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import NamedTuple
 
 import pandas as pd
 
 from mnist_cnn.dataset import NUM_CLASSES
+from mnist_cnn.metrics import PRIMARY, Metric
 from mnist_cnn.report.notebook import NOTEBOOK, NOTEBOOK_TRAIN_IMAGES, TASK2_RERUN
 
 CHANCE = 1 / NUM_CLASSES
@@ -25,6 +28,16 @@ class Finding(NamedTuple):
     claim: str    # the notebook's conclusion, in short
     verdict: str  # "holds", "does not hold", "within noise" or "not tested"
     text: str     # the evidence, from our numbers
+
+
+Check = Callable[[pd.DataFrame, "pd.DataFrame | None"], Finding]
+FINDINGS: list[Check] = []  # every check the report makes, in order
+
+
+def finding(check: Check) -> Check:
+    """Register ``check(df, curves) -> Finding``: the report states it."""
+    FINDINGS.append(check)
+    return check
 
 
 def _acc(df: pd.DataFrame, task: str) -> str:
@@ -70,7 +83,8 @@ def _better(claim: str, text: str, gain: float, need: float) -> Finding:
     return Finding(claim, "does not hold", text)
 
 
-def deep_sigmoid_stops_learning(df: pd.DataFrame) -> Finding:
+@finding
+def deep_sigmoid_stops_learning(df: pd.DataFrame, curves: pd.DataFrame | None = None) -> Finding:
     claim = "Sigmoid conv stacks deeper than two layers stop learning"
     tasks = ("task2_one_conv", "task2", "task2_three_conv")
     if missing := _missing(df, claim, *tasks) or _unequal(df, claim, "epochs", *tasks):
@@ -89,7 +103,8 @@ def deep_sigmoid_stops_learning(df: pd.DataFrame) -> Finding:
     return Finding(claim, verdict, text)
 
 
-def schedule_rescues_task2(df: pd.DataFrame) -> Finding:
+@finding
+def schedule_rescues_task2(df: pd.DataFrame, curves: pd.DataFrame | None = None) -> Finding:
     claim = "The learning-rate schedule rescues task2's architecture (task3)"
     if missing := (_missing(df, claim, "task2", "task3")
                    or _unequal(df, claim, "epochs", "task2", "task3")
@@ -107,6 +122,7 @@ def schedule_rescues_task2(df: pd.DataFrame) -> Finding:
     return _better(claim, text, gain, need)
 
 
+@finding
 def relu_beats_sigmoid(df: pd.DataFrame, curves: pd.DataFrame | None = None) -> Finding:
     claim = "ReLU beats sigmoid (task4)"
     if missing := _missing(df, claim, "task4_sgd", "task2", "task3"):
@@ -142,7 +158,8 @@ def _training_longer(df: pd.DataFrame, short: str, long: str) -> str:
     return f"Training longer gained nothing beyond noise (±{need:.3f}) here: {where}."
 
 
-def pooling_was_never_applied(df: pd.DataFrame) -> Finding:
+@finding
+def pooling_was_never_applied(df: pd.DataFrame, curves: pd.DataFrame | None = None) -> Finding:
     claim = ("The \"max pooling\" cell's gain came from pooling (the notebook: \"significant "
              "improvement in accuracy\")")
     if missing := _missing(df, claim, "task2", "task2_15_epochs"):
@@ -187,15 +204,17 @@ def caveats(df: pd.DataFrame) -> list[str]:
     return notes
 
 
-def notebook_inside_runs(row) -> bool | None:
-    """Whether the notebook's accuracy lies within the range of our seeds' runs
+def notebook_inside_runs(row, metric: Metric = PRIMARY) -> bool | None:
+    """Whether the notebook's figure lies within the range of our seeds' runs
     (None: the notebook has no such task)."""
-    if pd.isna(row.nb_accuracy):
+    theirs, ours = row[f"nb_{metric.key}"], row[f"{metric.key}_runs"]
+    if pd.isna(theirs):
         return None
-    return min(row.accuracy_runs) <= row.nb_accuracy <= max(row.accuracy_runs)
+    return min(ours) <= theirs <= max(ours)
 
 
-def notebook_noise(df: pd.DataFrame) -> Finding:
+@finding
+def notebook_noise(df: pd.DataFrame, curves: pd.DataFrame | None = None) -> Finding:
     claim = "The notebook's figures are single runs"
     text = (f"The notebook trained task2's model twice for 5 epochs and got "
             f"{NOTEBOOK['task2'].test_accuracy:.3f} and {TASK2_RERUN.test_accuracy:.3f}.")
@@ -214,6 +233,5 @@ def notebook_noise(df: pd.DataFrame) -> Finding:
 
 
 def check_all(df: pd.DataFrame, curves: pd.DataFrame | None = None) -> list[Finding]:
-    return [deep_sigmoid_stops_learning(df), schedule_rescues_task2(df),
-            relu_beats_sigmoid(df, curves), pooling_was_never_applied(df),
-            notebook_noise(df)]
+    """Every registered finding, in order."""
+    return [check(df, curves) for check in FINDINGS]

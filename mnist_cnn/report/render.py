@@ -12,26 +12,19 @@ from __future__ import annotations
 import base64
 import html
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
 
 from mnist_cnn.io import atomic_dir, write_json, write_text
+from mnist_cnn.metrics import METRICS, PRIMARY
 from mnist_cnn.params import Task
-from mnist_cnn.report import figures
-from mnist_cnn.report.collect import best_task_predictions, collect
+from mnist_cnn.report.collect import collect
+from mnist_cnn.report.figures import FIGURES, ReportData
 from mnist_cnn.report.findings import Finding, caveats, check_all, notebook_inside_runs
 
 log = logging.getLogger(__name__)
-
-FIGURES = {  # file name: caption
-    "accuracy.png": "Test accuracy per task, ours beside the notebook's",
-    "curves.png": "Training curves",
-    "epoch_time.png": "Seconds per epoch",
-    "confusion.png": "Confusion matrix of the best task",
-    "misclassified.png": "Misclassified test digits of the best task",
-}
-
 
 # --- the results table --------------------------------------------------------
 
@@ -49,26 +42,44 @@ def difference(ours, notebook) -> str:
     return "–" if pd.isna(notebook) else f"{ours - notebook:+.4f}"
 
 
+def _metric_columns(df: pd.DataFrame, spread: bool) -> list[tuple[str, Callable]]:
+    """(header, cell of a row) for each metric (mnist_cnn.metrics): ours, the
+    notebook's where it reported it, and for metrics compared with it the
+    difference and whether its figure lies within our seeds' range."""
+    columns = []
+    for m in METRICS.values():
+        k = m.key
+        columns.append((f"test {m.label}", lambda r, k=k: with_spread(r[k], r[f"{k}_std"],
+                                                                     spread)))
+        if not df[f"nb_{k}"].notna().any():
+            continue
+        columns.append((f"notebook {m.label}", lambda r, k=k: number(r[f"nb_{k}"])))
+        if m.versus_notebook:
+            columns.append((f"Δ {m.label}", lambda r, k=k: difference(r[k], r[f"nb_{k}"])))
+            if spread:
+                what = "" if m is PRIMARY else f"{m.label} "
+                columns.append((f"notebook in our {what}range",
+                                lambda r, m=m: inside_text(notebook_inside_runs(r, m))))
+    return columns
+
+
+def inside_text(inside: bool | None) -> str:
+    return "–" if inside is None else "yes" if inside else "no"
+
+
 def results_table(df: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     """Header and rows of the notebook's "Final Results" table, with ours."""
     spread = bool((df["seeds"] > 1).any())
-    header = ["task", "layers", "params", "epochs", "optimizer", "test acc", "notebook acc",
-              "Δ acc", "test loss", "notebook loss", "s/epoch"]
-    if spread:
-        header.insert(8, "notebook in our range")
+    metrics = _metric_columns(df, spread)
+    header = ["task", "layers", "params", "epochs", "optimizer", *(h for h, _ in metrics),
+              "s/epoch"]
     rows = []
     for task, r in df.iterrows():
         same = pd.isna(r.nb_params) or r.params == r.nb_params
-        row = [task, r.layers,
-               f"{r.params:,}" + ("" if same else f" (notebook {int(r.nb_params):,})"),
-               str(r.epochs), r.optimizer, with_spread(r.accuracy, r.accuracy_std, spread),
-               number(r.nb_accuracy), difference(r.accuracy, r.nb_accuracy),
-               with_spread(r.loss, r.loss_std, spread), number(r.nb_loss),
-               f"{r.s_per_epoch:.1f}"]
-        if spread:
-            inside = notebook_inside_runs(r)
-            row.insert(8, "–" if inside is None else "yes" if inside else "no")
-        rows.append(row)
+        rows.append([task, r.layers,
+                     f"{r.params:,}" + ("" if same else f" (notebook {int(r.nb_params):,})"),
+                     str(r.epochs), r.optimizer, *(cell(r) for _, cell in metrics),
+                     f"{r.s_per_epoch:.1f}"])
     return header, rows
 
 
@@ -114,7 +125,7 @@ def render_markdown(df: pd.DataFrame, found: list[Finding], seed: int) -> str:
              ""]
     parts += [f"- **{f.claim}**: {f.verdict}. {f.text}" for f in found]
     parts += ["", "## Figures", ""]
-    parts += [f"![{caption}](figures/{name})\n" for name, caption in FIGURES.items()]
+    parts += [f"![{fig.caption}](figures/{name})\n" for name, fig in FIGURES.items()]
     return "\n".join(parts)
 
 
@@ -123,9 +134,9 @@ def render_html(df: pd.DataFrame, found: list[Finding], seed: int,
     items = "".join(f"<li><b>{html.escape(f.claim)}</b>: <i>{f.verdict}</i>. "
                     f"{html.escape(f.text)}</li>" for f in found)
     figs = "".join(
-        f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,'
-        f'{base64.b64encode(images[name]).decode()}"><figcaption>{html.escape(caption)}'
-        "</figcaption></figure>" for name, caption in FIGURES.items())
+        f'<figure><img alt="{html.escape(fig.caption)}" src="data:image/png;base64,'
+        f'{base64.b64encode(images[name]).decode()}"><figcaption>{html.escape(fig.caption)}'
+        "</figcaption></figure>" for name, fig in FIGURES.items())
     style = ("body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;"
              "padding:0 1em;color:#222}table{border-collapse:collapse;font-size:13px}"
              "td,th{border:1px solid #ccc;padding:3px 6px;text-align:left}"
@@ -144,26 +155,21 @@ def render_html(df: pd.DataFrame, found: list[Finding], seed: int,
 
 def make_figures(df: pd.DataFrame, curve: pd.DataFrame, evals: Path,
                  data: Path) -> dict[str, bytes]:
-    best, x, labels, predicted = best_task_predictions(df, evals, data)
-    return {
-        "accuracy.png": figures.accuracy(df),
-        "curves.png": figures.training_curves(curve),
-        "epoch_time.png": figures.epoch_time(df),
-        "confusion.png": figures.confusion(labels, predicted, f"{best}: confusion matrix"),
-        "misclassified.png": figures.misclassified(x, labels, predicted, best),
-    }
+    """Every registered figure (mnist_cnn.report.figures), as PNG bytes."""
+    source = ReportData(df, curve, evals, data)
+    return {name: fig.draw(source) for name, fig in FIGURES.items()}
 
 
 def summary_metrics(df: pd.DataFrame) -> dict[str, dict[str, float]]:
-    """Every task's test accuracy and loss (mean over seeds; with several
-    seeds their spread too), in one small file: the study's DVC metric, so
-    `dvc exp show` columns read ``task1.acc``."""
+    """Every task's test metrics (mean over seeds; with several seeds their
+    spread too), in one small file: the study's DVC metric, so `dvc exp show`
+    columns read ``task1.acc``."""
     spread = bool((df["seeds"] > 1).any())
     out = {}
     for task, r in df.iterrows():
-        out[task] = {"acc": r.accuracy, "loss": r.loss}
+        out[task] = {m.short: r[m.key] for m in METRICS.values()}
         if spread:
-            out[task].update(acc_std=r.accuracy_std, loss_std=r.loss_std)
+            out[task].update({f"{m.short}_std": r[f"{m.key}_std"] for m in METRICS.values()})
     return out
 
 
