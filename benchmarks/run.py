@@ -38,8 +38,8 @@ import time
 from pathlib import Path
 
 import pandas as pd
-from dvc.utils.serialize import modify_yaml
 
+from flows.dvc_internals import modify_yaml
 from flows.dvc_project import DvcProject
 from mnist_cnn.dataset import SPLIT_SIZES
 from mnist_cnn.layout import epoch_log

@@ -1,9 +1,12 @@
-"""The only places where this project reaches into DVC's internals, and why.
+"""Every use of DVC beyond ``dvc.repo.Repo`` (and its stages' methods) and
+``dvc.exceptions`` in this project, and why; one exception: the stages read
+params.yaml with DVC's YAML reader (mnist_cnn/params.py), so that what trains
+is what dvc.lock records, and the stage code must not import the flows.
 
-Everything else goes through DVC's stage and repository APIs (``Stage.changed``,
-``remove_outs``, ``repo.stage_cache.restore``, ``save``, ``commit``, ``dump``:
-the calls ``dvc repro`` makes; ``lock_repo``; ``Repo.push``/``pull``).
-tests/test_dvc_internals.py fails if a DVC upgrade moves what these rely on.
+Through Repo go the calls ``dvc repro`` makes (``Stage.changed``,
+``remove_outs``, ``repo.stage_cache.restore``, ``save``, ``commit``, ``dump``)
+and ``Repo.push``/``pull``. tests/test_dvc_internals.py fails if a DVC upgrade
+moves what this module relies on, and if another module imports DVC otherwise.
 
 Two patches, active only while a flow holds the project; neither changes a result:
 
@@ -48,7 +51,19 @@ from pathlib import Path
 
 import psutil
 
+# DVC's classes and helpers this project uses beyond Repo and dvc.exceptions,
+# imported here so that a DVC upgrade that moves one breaks in one place
+# (tests/test_dvc_internals.py imports each):
+from dvc.dependency.param import ParamsDependency  # a stage's params dependency
+from dvc.lock import LockError  # another DVC process holds the project
+from dvc.repo import lock_repo  # hold the repository lock, as dvc repro does
+from dvc.stage.cache import RunCacheNotFoundError  # restore() found no record
+from dvc.utils.serialize import load_yaml, loads_yaml, modify_yaml  # DVC's YAML, as -S writes
+
 from mnist_cnn.io import atomic_path
+
+__all__ = ["LockError", "ParamsDependency", "RunCacheNotFoundError", "load_yaml", "loads_yaml",
+           "lock_repo", "modify_yaml"]
 
 # What the patches replace: module, attribute (tests check they still exist).
 DUMP_TARGETS = (("dvc.utils.serialize._common", "_dump_data"),

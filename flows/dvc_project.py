@@ -25,16 +25,14 @@ import sys
 import threading
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import networkx as nx
-from dvc.dependency.param import ParamsDependency
-from dvc.lock import LockError
-from dvc.repo import Repo, lock_repo
-from dvc.stage.cache import RunCacheNotFoundError
+from dvc.repo import Repo
 
 from flows import dvc_internals
+from flows.dvc_internals import LockError, ParamsDependency, RunCacheNotFoundError, lock_repo
+from mnist_cnn.params import flatten
 
 
 class ProjectBusy(RuntimeError):
@@ -51,27 +49,9 @@ class StageFailed(RuntimeError):
     """A stage's command exited non-zero; the message ends with its error lines."""
 
 
-@dataclass(frozen=True)
-class Prepared:
-    """A stale stage, its outputs removed: restored from the run-cache, or to run."""
-
-    restored: bool
-    inputs: dict[str, object]  # the dependencies' hashes it is computed from
-
-
-def _leaves(value, prefix: str) -> dict[str, object]:
-    if isinstance(value, dict):
-        return {k: v for key, sub in value.items()
-                for k, v in _leaves(sub, f"{prefix}.{key}").items()}
-    return {prefix: value}
-
-
 def _params_changes(dep: ParamsDependency) -> list[str]:
     """``tasks.task1.optimizer.learning_rate 0.01 -> 0.05``, one per changed key."""
-    old = {k: v for key, value in (dep.hash_info.value or {}).items()
-           for k, v in _leaves(value, key).items()}
-    new = {k: v for key, value in dep.read_params().items()
-           for k, v in _leaves(value, key).items()}
+    old, new = flatten(dep.hash_info.value or {}), flatten(dep.read_params())
     return [f"{key} {json.dumps(old.get(key))} -> {json.dumps(new.get(key))}"
             for key in sorted(set(old) | set(new)) if old.get(key) != new.get(key)]
 
@@ -176,31 +156,23 @@ class DvcProject:
 
     # --- running a stage, as Stage.run does ------------------------------------
 
-    def prepare(self, name: str) -> Prepared:
+    def prepare(self, name: str) -> bool:
         """Remove the stage's outputs, then restore them from the run-cache if
         this command with these dependencies ran before (DVC logs "Stage ... is
-        cached - skipping run, checking out outputs"); else it must run."""
+        cached - skipping run, checking out outputs"): True; else it must run.
+
+        A stage whose inputs change while its command runs fails
+        (mnist_cnn.cli.runner), so what the flow records afterwards is what
+        the command read."""
         with self._dvc():
             stage = self._stages[name]
             stage.remove_outs(ignore_remove=False, force=False)
             try:
                 self.repo.stage_cache.restore(stage)  # saves the deps' hashes first
-                restored = True
+                return True
             except RunCacheNotFoundError:
                 stage.save_deps()
-                restored = False
-            return Prepared(restored, self._inputs(stage))
-
-    @staticmethod
-    def _inputs(stage) -> dict[str, object]:
-        return {str(dep): dep.hash_info.to_dict() for dep in stage.deps}
-
-    def changed_inputs(self, name: str, prepared: Prepared) -> list[str]:
-        """Dependencies that differ now from when the stage was prepared."""
-        with self._dvc():
-            stage = self._stages[name]
-            return [str(dep) for dep in stage.deps
-                    if dep.get_hash().to_dict() != prepared.inputs[str(dep)]]
+                return False
 
     def commit(self, name: str) -> None:
         """Record the stage's result as ``dvc repro`` does after running it:

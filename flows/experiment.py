@@ -35,35 +35,15 @@ from pathlib import Path
 from typing import Any
 
 from dvc.repo import Repo
-from dvc.utils.serialize import modify_yaml
 
+from flows.dvc_internals import modify_yaml
 from mnist_cnn.cli.checks import ParamsError, load_params, read_params, validate
 from mnist_cnn.cli.runner import WORK
-from mnist_cnn.params import PARAMS_FILE, Params
+from mnist_cnn.params import PARAMS_FILE, Params, set_key
 
 # What DVC and git accept as an experiment's name (a ref's last part), kept
 # simple: Prefect's run names ("sapphire-chimpanzee") fit.
 EXP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
-
-
-def set_key(data: dict, key: str, value: Any, create: bool = True) -> None:
-    """``tasks.task1.layers.0.units`` = value (list items by index). With
-    ``create`` false, KeyError unless the key exists."""
-    *parents, last = key.split(".")
-    node = data
-    for part in parents:
-        if isinstance(node, list):
-            node = node[int(part)]
-        elif create:
-            node = node.setdefault(part, {})
-        else:
-            node = node[part]
-    if isinstance(node, list):
-        node[int(last)] = value
-    elif create or last in node:
-        node[last] = value
-    else:
-        raise KeyError(key)
 
 
 def git(root: Path, *args: str) -> str:

@@ -35,7 +35,7 @@ from prefect.states import Completed, Failed
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows import experiment, lifecycle, ui
-from flows.dvc_project import DvcProject, Prepared, StageFailed, run_command, stop_stages
+from flows.dvc_project import DvcProject, StageFailed, run_command, stop_stages
 from flows.experiment import checked_params
 from mnist_cnn.cli import runner
 from mnist_cnn.cli.checks import ParamsError
@@ -225,8 +225,8 @@ class Scheduler:
         self.dvc, self.wanted, self.workers, self.logger = dvc, wanted, workers, logger
         self.states: dict[str, str] = {}
         self.futures: dict[str, PrefectFuture] = {}
-        self.running: dict[PrefectFuture, tuple[str, Prepared | None]] = {}
-        self.to_run: list[tuple[str, Prepared, str]] = []  # prepared, waiting for a worker
+        self.running: dict[PrefectFuture, tuple[str, bool]] = {}  # (stage, its command runs)
+        self.to_run: list[tuple[str, str]] = []  # (stage, why): prepared, waiting for a worker
 
     def submit(self, stage: str, action: str, why: str) -> PrefectFuture:
         ups = [self.futures[u] for u in self.dvc.graph[stage] if u in self.futures]
@@ -249,36 +249,29 @@ class Scheduler:
             self.logger.warning("skipping %s: %s not up to date", stage, ", ".join(blockers))
             self.states[stage] = "Skipped"
         elif not self.dvc.is_stale(stage):
-            self.running[self.submit(stage, UP_TO_DATE, "")] = (stage, None)
+            self.running[self.submit(stage, UP_TO_DATE, "")] = (stage, False)
         else:
             why = "; ".join(self.dvc.why_stale(stage))
-            prepared = self.dvc.prepare(stage)
-            if prepared.restored:
+            if self.dvc.prepare(stage):  # restored from the run-cache
                 self.dvc.commit(stage)
-                self.running[self.submit(stage, CACHED, why)] = (stage, None)
+                self.running[self.submit(stage, CACHED, why)] = (stage, False)
             else:  # in dvc.yaml's order: a task's evaluate before the next task's train
-                self.to_run.append((stage, prepared, why))
+                self.to_run.append((stage, why))
                 self.to_run.sort(key=lambda item: self.wanted.index(item[0]))
 
     def finish(self, future: PrefectFuture) -> None:
         future.wait()  # records the final state on the future
-        stage, prepared = self.running.pop(future)
+        stage, ran = self.running.pop(future)
         state = future.state
         self.states[stage] = state.name
         if state.name not in DONE:
             self.logger.error("%s ended %s: %s", stage, state.name, state.message)
-        elif prepared is not None:  # it ran: record the result, unless its inputs moved
-            if changed := self.dvc.changed_inputs(stage, prepared):
-                self.logger.error("%s: %s changed while it ran; its result is not recorded "
-                                  "and the stage stays stale", stage, ", ".join(changed))
-                self.states[stage] = "Failed"
-            else:
-                self.dvc.commit(stage)  # into dvc.lock before anything downstream starts
+        elif ran:  # into dvc.lock before anything downstream starts
+            self.dvc.commit(stage)
 
     def _unfinished(self) -> set[str]:
         """Stages whose outputs are not final yet: their command runs or waits."""
-        return ({s for s, prepared in self.running.values() if prepared is not None}
-                | {s for s, _, _ in self.to_run})
+        return {s for s, ran in self.running.values() if ran} | {s for s, _ in self.to_run}
 
     def run(self) -> dict[str, str]:
         waiting = list(self.wanted)  # dependencies first
@@ -287,10 +280,10 @@ class Scheduler:
                 if not set(self.dvc.graph[stage]) & (set(waiting) | self._unfinished()):
                     waiting.remove(stage)
                     self.start(stage)
-            working = sum(p is not None for _, p in self.running.values())
+            working = sum(ran for _, ran in self.running.values())
             while self.to_run and working < self.workers:
-                stage, prepared, why = self.to_run.pop(0)
-                self.running[self.submit(stage, RUN, why)] = (stage, prepared)
+                stage, why = self.to_run.pop(0)
+                self.running[self.submit(stage, RUN, why)] = (stage, True)
                 working += 1
             if self.running:
                 self.finish(next(as_completed(list(self.running))))
@@ -314,7 +307,7 @@ def _task_list(text: str) -> list[str]:
 def _override(text: str) -> tuple[str, Any]:
     """``tasks.task1.optimizer.learning_rate=0.05`` -> (key, 0.05), the value
     read as YAML, as DVC reads params."""
-    from dvc.utils.serialize import loads_yaml
+    from flows.dvc_internals import loads_yaml
 
     key, sep, value = text.partition("=")
     if not sep or not key:

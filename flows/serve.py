@@ -36,7 +36,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from flows import experiment
 from flows.pipeline import DEFAULT_WORKERS, FLOW_NAME, run_study
 from mnist_cnn.cli.checks import ParamsError
-from mnist_cnn.params import Params
+from mnist_cnn.params import Params, set_key
 
 DEPLOYMENT = "study"
 PROJECT = Path(__file__).resolve().parents[1]  # the project this code belongs to
@@ -75,7 +75,7 @@ class Limits:
                                 f"true or false), got {type(value).__name__}")
             else:
                 try:
-                    experiment.set_key(copy.deepcopy(committed), key, value, create=False)
+                    set_key(copy.deepcopy(committed), key, value, create=False)
                 except (IndexError, ValueError, TypeError, AttributeError, KeyError):
                     problems.append(f"{key}: no such key to override")
         if workers > self.max_workers:

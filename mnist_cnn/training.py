@@ -32,7 +32,7 @@ from mnist_cnn.dataset import load_split
 from mnist_cnn.io import atomic_dir, atomic_path, write_json
 from mnist_cnn.layout import CONFIG, LIVE, MODEL, seed_dir
 from mnist_cnn.models import compile_model
-from mnist_cnn.params import TrainConfig
+from mnist_cnn.params import TrainConfig, flatten
 from mnist_cnn.provenance import environment, file_digest, result_code
 
 log = logging.getLogger(__name__)
@@ -117,16 +117,11 @@ class Checkpoint(keras.callbacks.Callback):
             write_json(tmp / META, {**self.meta, "epochs_done": epoch + 1})
 
 
-def _differences(saved: dict, current: dict, prefix: str = "") -> list[str]:
+def _differences(saved: dict, current: dict) -> list[str]:
     """``["config.spec.epochs 3 -> 5", ...]``: what differs between two metas."""
-    out = []
-    for key in sorted(set(saved) | set(current)):
-        a, b = saved.get(key), current.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            out += _differences(a, b, f"{prefix}{key}.")
-        elif a != b:
-            out.append(f"{prefix}{key} {json.dumps(a)} -> {json.dumps(b)}")
-    return out
+    old, new = flatten(saved), flatten(current)
+    return [f"{key} {json.dumps(old.get(key))} -> {json.dumps(new.get(key))}"
+            for key in sorted(old.keys() | new.keys()) if old.get(key) != new.get(key)]
 
 
 def resumable_epochs(work: Path, meta: dict) -> int:

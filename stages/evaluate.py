@@ -26,7 +26,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args(argv)
     task = runner.task_name(args.task)
-    with runner.stage(f"evaluate@{task}", args.params, PARAMS) as params:
+    with runner.stage(f"evaluate@{task}", args.params, PARAMS,
+                      inputs=[args.models / task, args.data]) as params:
         check_task_name(task, params, args.params)
         evaluate(task, params.seed_list, args.models / task, args.data, args.out / task)
 

@@ -20,7 +20,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("out", type=Path, help="folder for the prepared splits")
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args(argv)
-    with runner.stage("preprocess", args.params, PARAMS) as params:
+    with runner.stage("preprocess", args.params, PARAMS, inputs=[args.raw]) as params:
         preprocess(args.raw, args.out, params.data.train_size, params.data.test_size)
 
 

@@ -27,7 +27,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="the study's summary metrics (a DVC metric)")
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args(argv)
-    with runner.stage("report", args.params, PARAMS) as params:
+    with runner.stage("report", args.params, PARAMS,
+                      inputs=[args.models, args.evals, args.data]) as params:
         write_report(params.tasks, params.seed_list, args.models, args.evals, args.data,
                      args.out, args.metrics)
 

@@ -29,7 +29,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     task = runner.task_name(args.task)
     name = f"train@{task}"
-    with runner.stage(name, args.params, [k.format(task=task) for k in PARAMS]) as params:
+    with runner.stage(name, args.params, [k.format(task=task) for k in PARAMS],
+                      inputs=[args.data], shapes=True) as params:
         check_task_name(task, params, args.params)
         train(params.train_config(task), args.data, args.models / task, runner.work_dir(name))
 

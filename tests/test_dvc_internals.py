@@ -96,3 +96,35 @@ def test_a_recorded_command_is_no_longer_changed(repo, tmp_path):
         assert stage.changed_stage()  # DVC compared the cmd with dvc.lock's
         dvc_internals.command_recorded(stage)
         assert not stage.changed_stage()
+
+
+def test_dvc_is_imported_through_this_module_only():
+    """Outside flows/dvc_internals.py the code imports from DVC only Repo and
+    its exceptions, and the stages DVC's YAML reader (mnist_cnn/params.py)."""
+    import ast
+    from pathlib import Path
+
+    root = Path(dvc_internals.__file__).resolve().parents[1]
+    allowed = {"dvc.repo.Repo", "dvc.exceptions.*", "mnist_cnn/params.py:dvc.utils.serialize"}
+    found = set()
+    for folder in ("mnist_cnn", "stages", "flows", "tools", "benchmarks"):
+        for path in (root / folder).rglob("*.py"):
+            rel = path.relative_to(root).as_posix()
+            if rel == "flows/dvc_internals.py":
+                continue
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "dvc":
+                    names = {f"{node.module}.{a.name}" for a in node.names}
+                elif isinstance(node, ast.Import):
+                    names = {a.name for a in node.names if a.name.split(".")[0] == "dvc"}
+                else:
+                    continue
+                found |= {(rel, n) for n in names
+                          if n not in allowed and f"{n.rsplit('.', 1)[0]}.*" not in allowed
+                          and f"{rel}:{n.rsplit('.', 1)[0]}" not in allowed}
+    assert not found, f"import these through flows/dvc_internals.py: {sorted(found)}"
+
+
+def test_what_this_module_exports_imports():
+    for name in dvc_internals.__all__:
+        assert getattr(dvc_internals, name) is not None

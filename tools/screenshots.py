@@ -42,8 +42,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from dvc.utils.serialize import load_yaml, modify_yaml
-
+from flows.dvc_internals import load_yaml, modify_yaml
 from tests.sandbox import Project, default_mnist, make_project, project_env
 
 ROOT = Path(__file__).resolve().parents[1]

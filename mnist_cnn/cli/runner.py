@@ -1,25 +1,31 @@
-"""What every stage does around its core: one clear line for expected errors,
-one live instance per stage, no orphans, and no result recorded for inputs
-that changed while it ran.
+"""What every stage does around its core, named where the stage reads
+(``with runner.stage(...)``), and one clear line for expected errors.
 
-- :func:`run` sets up logging, runs the stage's ``main`` and turns expected
-  failures (bad params, bad data, a busy or outdated stage) into one message
-  and exit status 1; anything else is a bug and keeps its traceback. It also
-  stops the stage when the process that started it (``dvc repro``, a flow
-  run) is gone: DVC leaves a killed run's stage process running, and an
-  orphan would train on beside the next run.
-- :func:`stage` holds the stage's lock (a second instance refuses, naming the
-  holder), loads and checks params, and, after the core has run, compares the
-  params keys and code the stage read with what is on disk now: DVC records
-  what is on disk after the command, so an edit made meanwhile would be
-  recorded as the inputs of a result computed from the old ones.
+:func:`stage` wraps a stage's core in three guards, each fixing a failure
+seen before:
+
+- **one live instance per stage**: a file lock (filelock); a second instance
+  waits a few seconds (time for an orphan to stop), then refuses, naming the
+  holder;
+- **no orphans**: the stage stops when the process that started it
+  (``dvc repro``, a flow run) is gone. DVC leaves a killed run's stage
+  process running, and an orphan would train on beside the next run;
+- **no result recorded for inputs that changed while it ran**: after the
+  core, the params keys, the code and the input files the stage read are
+  compared with what is on disk now. DVC (and the flow) record what is on
+  disk after the command, so an edit made meanwhile would be recorded as
+  the inputs of a result computed from the old ones. This is the one such
+  guard: the flow relies on it too.
+
+:func:`run` turns expected failures (bad params, bad data, a busy or outdated
+stage, a full disk) into one message and exit status 1; anything else is a
+bug and keeps its traceback.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import logging
 import os
 import re
@@ -28,12 +34,15 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+
+import psutil
+from filelock import FileLock, Timeout
 
 from mnist_cnn.cli.checks import ParamsError, load_params
 from mnist_cnn.dataset import DataError
-from mnist_cnn.params import PARAMS_FILE, TASK_NAME, Params, read
+from mnist_cnn.params import PARAMS_FILE, TASK_NAME, Params, get_key, read
 from mnist_cnn.provenance import file_digest, result_code
 
 log = logging.getLogger(__name__)
@@ -48,15 +57,15 @@ class StageBusy(RuntimeError):
 
 
 class InputsChanged(RuntimeError):
-    """params.yaml or the stage's code changed while the stage ran."""
-
-
-# --- the stage's lifetime ------------------------------------------------------------
+    """params.yaml, the stage's code or its input files changed while it ran."""
 
 
 def work_dir(stage_name: str) -> Path:
     """Where a stage keeps work in progress between attempts."""
     return WORK / stage_name
+
+
+# --- one live instance ----------------------------------------------------------------
 
 
 @contextlib.contextmanager
@@ -65,97 +74,29 @@ def stage_lock(stage_name: str, wait: float = LOCK_WAIT_S) -> Iterator[None]:
     then refuses with StageBusy naming the holder. The kernel drops the lock
     when its holder dies, however it dies."""
     WORK.mkdir(exist_ok=True)
-    path = WORK / f"{stage_name}.lock"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    holder = WORK / f"{stage_name}.holder"
     try:
-        deadline = time.monotonic() + wait
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    holder = path.read_text().strip() or "another process"
-                    raise StageBusy(
-                        f"{stage_name} is already running ({holder}); wait for it to finish "
+        lock = FileLock(WORK / f"{stage_name}.lock").acquire(timeout=wait)
+    except Timeout:
+        who = holder.read_text().strip() if holder.is_file() else "another process"
+        raise StageBusy(f"{stage_name} is already running ({who}); wait for it to finish "
                         "or stop it, then run again") from None
-                time.sleep(0.1)
-        os.ftruncate(fd, 0)
-        os.write(fd, f"process {os.getpid()}, started {time.strftime('%H:%M:%S')}".encode())
+    with lock:
+        holder.write_text(f"process {os.getpid()}, started {time.strftime('%H:%M:%S')}")
         yield
-    finally:
-        os.close(fd)
 
 
-class Inputs:
-    """The params keys and the code a stage read, to compare after it ran."""
-
-    def __init__(self, params_file: str | Path, keys: list[str]):
-        self.params_file, self.keys = Path(params_file), keys
-        self.values = self._values()
-        self.code = result_code()
-
-    def _values(self) -> dict[str, object]:
-        data = read(self.params_file)
-        out = {}
-        for key in self.keys:
-            node = data
-            for part in key.split("."):
-                node = node.get(part) if isinstance(node, dict) else None
-            out[key] = node
-        return out
-
-    def changes(self) -> list[str]:
-        try:
-            now = self._values()
-        except Exception as exc:  # an unreadable file is a change too
-            return [f"{self.params_file} ({exc})"]
-        changed = [f"{self.params_file}: {k}" for k in self.keys if now[k] != self.values[k]]
-        changed += [file for file, digest in self.code.items()
-                    if not Path(file).is_file() or file_digest(file) != digest]
-        return changed
+# --- no orphans ---------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def stage(name: str, params_file: str | Path, keys: list[str]) -> Iterator[Params]:
-    """Run a stage's core inside: its lock held, its params loaded and checked
-    (every problem named before any work), and its inputs compared after it.
-
-    ``keys`` are the params keys the stage reads: those of its ``params:`` in
-    dvc.yaml (tests/test_dvc_yaml.py checks)."""
-    with stage_lock(name):
-        # Inputs first: an edit between the two reads shows as a change.
-        inputs = Inputs(params_file, keys)
-        params = load_params(params_file)
-        yield params
-        if changed := inputs.changes():
-            raise InputsChanged(
-                f"{name}: its inputs changed while it ran ({'; '.join(changed)}), so its "
-                "outputs are from the old ones; DVC must not record them as the new ones' "
-                "result. Run it again.")
-
-
-# --- no orphans -----------------------------------------------------------------------
-
-
-def _stat(pid: int) -> tuple[str, int, int] | None:
-    """(command name, parent pid, start time) of a live process, else None."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    comm = text[text.index("(") + 1:text.rindex(")")]
-    fields = text[text.rindex(")") + 2:].split()
-    return comm, int(fields[1]), int(fields[19])
-
-
-def _launcher() -> tuple[int, int] | None:
-    """(pid, start time) of the process that started this one: the parent, or
-    the shell's parent when a shell sits between (DVC runs ``$SHELL -c cmd``)."""
-    pid = os.getppid()
-    while (info := _stat(pid)) and info[0] in _SHELLS and info[1] > 1:
-        pid = info[1]
-    return (pid, info[2]) if info and pid > 1 else None
+def _launcher() -> psutil.Process | None:
+    """The process that started this one: the parent, or the shell's parent
+    when a shell sits between (DVC runs ``$SHELL -c cmd``)."""
+    proc = psutil.Process().parent()
+    with contextlib.suppress(psutil.Error):
+        while proc is not None and proc.name() in _SHELLS and proc.ppid() > 1:
+            proc = proc.parent()
+    return proc if proc is not None and proc.pid > 1 else None
 
 
 def stop_when_orphaned(interval: float = 0.5) -> None:
@@ -165,13 +106,79 @@ def stop_when_orphaned(interval: float = 0.5) -> None:
         return
 
     def watch() -> None:
-        pid, started = launcher
-        while (info := _stat(pid)) and info[2] == started:
+        while launcher.is_running():  # pid and start time: a reused pid is not it
             time.sleep(interval)
-        log.error("the process that started this stage (pid %d) is gone; stopping", pid)
+        log.error("the process that started this stage (pid %d) is gone; stopping",
+                  launcher.pid)
         os.kill(os.getpid(), signal.SIGTERM)
 
     threading.Thread(target=watch, name="stop-when-orphaned", daemon=True).start()
+
+
+# --- inputs that change while the stage runs ---------------------------------------------
+
+
+def _files(paths: Iterable[Path]) -> dict[str, tuple[int, int, int]]:
+    """(size, mtime, inode) of every file under ``paths``: DVC replaces an
+    output it checks out or restores, so each change shows."""
+    found = {}
+    for path in paths:
+        for file in sorted(path.rglob("*")) if path.is_dir() else [path]:
+            with contextlib.suppress(FileNotFoundError):
+                st = file.stat()
+                if file.is_file():
+                    found[str(file)] = (st.st_size, st.st_mtime_ns, st.st_ino)
+    return found
+
+
+class Inputs:
+    """The params keys, code and input files a stage read, to compare after it ran."""
+
+    def __init__(self, params_file: str | Path, keys: list[str], files: Iterable[Path] = ()):
+        self.params_file, self.keys, self.paths = Path(params_file), keys, list(files)
+        self.values = self._values()
+        self.code = result_code()
+        self.files = _files(self.paths)
+
+    def _values(self) -> dict[str, object]:
+        data = read(self.params_file)
+        return {key: get_key(data, key) for key in self.keys}
+
+    def changes(self) -> list[str]:
+        try:
+            now = self._values()
+        except Exception as exc:  # an unreadable file is a change too
+            return [f"{self.params_file} ({exc})"]
+        changed = [f"{self.params_file}: {k}" for k in self.keys if now[k] != self.values[k]]
+        changed += [file for file, digest in self.code.items()
+                    if not Path(file).is_file() or file_digest(file) != digest]
+        files = _files(self.paths)
+        changed += sorted(f for f in self.files.keys() | files.keys()
+                          if self.files.get(f) != files.get(f))
+        return changed
+
+
+@contextlib.contextmanager
+def stage(name: str, params_file: str | Path, keys: list[str], inputs: Iterable[Path] = (),
+          shapes: bool = False) -> Iterator[Params]:
+    """Run a stage's core inside: its lock held, stopped if orphaned, its params
+    loaded and checked (every problem named before any work; ``shapes``: the
+    layers built with Keras too), and its inputs compared after it.
+
+    ``keys`` are the params keys the stage reads, those of its ``params:`` in
+    dvc.yaml (tests/test_dvc_yaml.py checks); ``inputs`` the files and
+    folders it reads."""
+    stop_when_orphaned()
+    with stage_lock(name):
+        # Inputs first: an edit between the two reads shows as a change.
+        watched = Inputs(params_file, keys, inputs)
+        params = load_params(params_file, shapes)
+        yield params
+        if changed := watched.changes():
+            raise InputsChanged(
+                f"{name}: its inputs changed while it ran ({'; '.join(changed)}), so its "
+                "outputs are from the old ones; DVC must not record them as the new ones' "
+                "result. Run it again.")
 
 
 # --- a full disk --------------------------------------------------------------------------
@@ -210,7 +217,6 @@ def no_space(exc: BaseException) -> str | None:
 def run(main: Callable[[], object]) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
-    stop_when_orphaned()
     try:
         main()
     except (ParamsError, DataError, StageBusy, InputsChanged) as exc:
