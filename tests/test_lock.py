@@ -85,3 +85,58 @@ def test_uv_version_is_one():
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
     version = re.search(r"^UV_VERSION\s*:=\s*(\S+)", makefile, re.M).group(1)
     assert pyproject["tool"]["uv"]["required-version"] == f"=={version}"
+
+
+# --- what the code imports is what pyproject.toml declares ----------------------------------
+
+FIRST_PARTY = {"mnist_cnn", "stages", "flows", "tools", "tests", "benchmarks"}
+# Not part of the environment, on purpose: installed by hand where they run.
+BY_HAND = {"jax": "benchmarks/gpu_keras_jax.py, on a GPU machine (jax[cuda12])"}
+
+
+def _imports(folders: list[str]) -> dict[str, str]:
+    """Top-level names of the packages the code in ``folders`` imports: {name: a file}."""
+    import ast
+
+    found = {}
+    for folder in folders:
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Import):
+                    names = [a.name for a in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                    names = [node.module]
+                else:
+                    continue
+                for name in names:
+                    found.setdefault(name.split(".")[0], str(path.relative_to(ROOT)))
+    return {n: f for n, f in found.items()
+            if n not in sys.stdlib_module_names and n not in FIRST_PARTY and n not in BY_HAND}
+
+
+def _declared(*groups: str) -> set[str]:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    specs = list(project["dependencies"])
+    for group in groups:
+        specs += project["optional-dependencies"][group]
+    return {re.split(r"[=<>\[ ;]", spec, maxsplit=1)[0].lower().replace("_", "-")
+            for spec in specs}
+
+
+@pytest.mark.parametrize(("folders", "groups"), [
+    (["mnist_cnn", "stages", "flows", "tools", "benchmarks"], ()),
+    (["tests"], ("dev",)),
+], ids=["runtime", "tests"])
+def test_every_package_imported_is_declared(folders, groups):
+    """A package used directly must not arrive only because another one needs
+    it today: an upgrade of that one could drop it."""
+    from importlib.metadata import packages_distributions
+
+    dists = packages_distributions()
+    declared = _declared(*groups)
+    missing = {}
+    for name, where in _imports(folders).items():
+        owners = {d.lower().replace("_", "-") for d in dists.get(name, [name])}
+        if not owners & declared:
+            missing[name] = f"{sorted(owners)} (imported by {where})"
+    assert not missing, f"declare in pyproject.toml: {missing}"

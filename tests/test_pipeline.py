@@ -61,3 +61,27 @@ def test_changing_one_learning_rate_reruns_only_that_task(built):
     config = json.loads((built.path / "data/models/task1/config.json").read_text())
     assert config["spec"]["optimizer"]["learning_rate"] == 0.05
     assert "Data and pipelines are up to date." in built.dvc("status").stdout
+
+
+def test_a_task_with_a_new_layer_and_optimizer_options_is_one_params_edit(built):
+    """README, "Extend the study": task4_adam_dropout in params.yaml alone (a
+    Dropout layer, Adam's betas and weight decay): `dvc repro` trains and
+    evaluates it, the report and the study's metric list it, and no other
+    task retrains."""
+    def add_task(data):
+        task = json.loads(json.dumps(data["tasks"]["task4_adam"]))
+        task["layers"].insert(-1, {"type": "dropout", "rate": 0.25})
+        task["optimizer"].update(beta_1=0.85, weight_decay=0.0001)
+        data["tasks"]["task4_adam_dropout"] = task
+
+    built.edit_params(add_task)
+    out = built.dvc("repro").stdout
+    assert ran(out) == {"train@task4_adam_dropout", "evaluate@task4_adam_dropout", "report"}
+    config = json.loads((built.path / "data/models/task4_adam_dropout/config.json").read_text())
+    assert [layer["class"] for layer in config["layers"]][-2:] == ["Dropout", "Dense"]
+    metrics = json.loads((built.path / "data/metrics.json").read_text())
+    assert list(metrics) == [*TASKS, "task4_adam_dropout"]
+    report = (built.path / "data/report/report.md").read_text()
+    assert ("| task4_adam_dropout | conv32 5x5 relu ×2 → flatten → dropout0.25 → dense10 "
+            "softmax | 154,474 | 1 | Adam (default lr), beta_1 0.85, weight_decay 0.0001 |"
+            in report), report
