@@ -45,6 +45,7 @@ import copy
 import importlib
 import json
 import os
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -151,10 +152,28 @@ def command_recorded(stage) -> None:
     stage.cmd_changed = False
 
 
+_APPLIED = {"users": 0, "patches": None}
+_APPLIED_LOCK = threading.Lock()
+
+
 @contextlib.contextmanager
 def applied() -> Iterator[None]:
-    with atomic_dvc_writes(), params_parsed_once():
+    """Both patches, while any DvcProject of this process is open (several
+    may be: a flow's control plane and executors in its threads)."""
+    with _APPLIED_LOCK:
+        if _APPLIED["users"] == 0:
+            patches = contextlib.ExitStack()
+            patches.enter_context(atomic_dvc_writes())
+            patches.enter_context(params_parsed_once())
+            _APPLIED["patches"] = patches
+        _APPLIED["users"] += 1
+    try:
         yield
+    finally:
+        with _APPLIED_LOCK:
+            _APPLIED["users"] -= 1
+            if _APPLIED["users"] == 0:
+                _APPLIED["patches"].close()
 
 
 # --- sharing the run-cache ----------------------------------------------------------
@@ -200,3 +219,114 @@ def pull(repo, remote: str | None = None) -> int:
     got += _transfer_record_outputs(repo, remote, send=False)
     repo.pull(remote=remote)
     return got
+
+
+# --- a stage run on another machine (flows/executor.py) -------------------------------
+# DVC has no remote execution; it has the pieces: a stage's lock entry, its
+# run-cache key, and object transfer by hash. These assemble them.
+
+
+def stage_definition(stage) -> dict:
+    """The stage as dvc.yaml writes it, its templating resolved: cmd, deps,
+    params keys, outs (with their flags, plots' options)."""
+    from dvc.stage.serialize import to_pipeline_file
+
+    return to_pipeline_file(stage)[stage.name]
+
+
+def lock_entry(stage) -> dict:
+    """The stage as dvc.lock records it: cmd, deps and params with their
+    hashes and values, outs with theirs (once saved)."""
+    from dvc.stage.serialize import to_single_stage_lockfile
+
+    return json.loads(json.dumps(to_single_stage_lockfile(stage)))
+
+
+def run_cache_key(stage) -> str:
+    """The key of the stage's run-cache record (its cmd, deps and params),
+    the same on any machine with the same inputs. Its deps must be saved."""
+    from dvc.stage.cache import _get_stage_hash
+
+    return _get_stage_hash(stage)
+
+
+def _runs(repo, remote: str | None):
+    """(local runs folder, remote fs, remote runs folder) of the run-cache."""
+    odb = repo.cloud.get_remote_odb(remote, "run-cache", hash_name="md5-dos2unix")
+    return Path(repo.stage_cache.cache_dir), odb.fs, odb.fs.join(odb.path, "runs")
+
+
+def push_record(repo, stage, remote: str | None) -> int:
+    """Send the stage's run-cache record (not every record, as
+    ``dvc push --run-cache`` does) and its outputs to ``remote``, uncached
+    ones too (the run-cache keeps a copy of those); files sent."""
+    key = run_cache_key(stage)
+    local, fs, runs = _runs(repo, remote)
+    records = sorted((local / key[:2] / key).glob("*"))
+    sent = 0
+    for odb, objs in repo.stage_cache.get_used_objs([(key, r.name) for r in records]).items():
+        result = repo.cloud.push(objs, remote=remote, odb=odb)
+        if result.failed:
+            from dvc.exceptions import UploadError
+
+            raise UploadError(len(result.failed))
+        sent += len(result.transferred)
+    for record in records:  # last: a record on the remote means its outputs are there
+        dest = fs.join(runs, key[:2], key, record.name)
+        if not fs.exists(dest):
+            fs.makedirs(fs.parent(dest), exist_ok=True)
+            fs.put_file(str(record), dest)
+            sent += 1
+    return sent
+
+
+def fetch_run_cache_record(repo, stage, remote: str | None) -> bool:
+    """Fetch the stage's run-cache record from ``remote`` if it has one: then
+    ``repo.stage_cache.restore(stage, pull=True)`` restores the stage."""
+    key = run_cache_key(stage)
+    local, fs, runs = _runs(repo, remote)
+    folder = fs.join(runs, key[:2], key)
+    if not fs.exists(folder):
+        return False
+    for path in fs.find(folder):
+        dest = local / key[:2] / key / fs.name(path)
+        if not dest.exists():
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(dest) as tmp:
+                fs.get_file(path, str(tmp))
+    return True
+
+
+def fetch_outputs(repo, outs: list[dict], remote: str | None) -> None:
+    """Fetch outputs by their hashes (lock entries: path, md5, ...) from
+    ``remote`` into the cache and check them out, as a run-cache restore
+    does. A file whose content does not match its hash is refused when the
+    remote's ``verify`` is on; a missing one raises RunCacheNotFoundError."""
+    if not outs:
+        return
+    holder = repo.stage_cache._create_stage({"cmd": "fetch", "outs": outs},
+                                            wdir=repo.root_dir)
+    for objs in holder.get_used_objs().values():
+        repo.cloud.pull(objs, remote=remote)
+    if not holder.outs_cached():
+        raise RunCacheNotFoundError(holder)
+    holder.checkout()
+
+
+def restore_record(repo, stage, remote: str | None) -> dict | None:
+    """Restore ``stage`` from its run-cache record for its current inputs
+    (deps saved), its outputs fetched from ``remote`` if missing, and return
+    the record (None: no record, or its outputs are not all there). This is
+    what ``repo.stage_cache.restore(stage, pull=True)`` does for a stage whose
+    inputs changed, without its shortcut for one whose inputs did not (which
+    takes the outputs dvc.lock had, stale once the deps were saved)."""
+    record = repo.stage_cache._load(stage)
+    if not record:
+        return None
+    cached = repo.stage_cache._create_stage(record, wdir=stage.wdir)
+    for objs in cached.get_used_objs().values():
+        repo.cloud.pull(objs, remote=remote)
+    if not cached.outs_cached():
+        return None
+    cached.checkout()
+    return json.loads(json.dumps(record))

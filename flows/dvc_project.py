@@ -17,14 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import re
-import signal
-import subprocess
-import sys
 import threading
-from collections import deque
-from collections.abc import Callable
 from pathlib import Path
 
 import networkx as nx
@@ -32,7 +25,8 @@ from dvc.repo import Repo
 
 from flows import dvc_internals
 from flows.dvc_internals import LockError, ParamsDependency, RunCacheNotFoundError, lock_repo
-from mnist_cnn.params import flatten
+from flows.executor import StageRequest
+from mnist_cnn.params import PARAMS_FILE, flatten
 
 
 class ProjectBusy(RuntimeError):
@@ -45,15 +39,17 @@ class ProjectBusy(RuntimeError):
             + (f". DVC says: {detail}" if detail else ""))
 
 
-class StageFailed(RuntimeError):
-    """A stage's command exited non-zero; the message ends with its error lines."""
-
-
 def _params_changes(dep: ParamsDependency) -> list[str]:
     """``tasks.task1.optimizer.learning_rate 0.01 -> 0.05``, one per changed key."""
     old, new = flatten(dep.hash_info.value or {}), flatten(dep.read_params())
     return [f"{key} {json.dumps(old.get(key))} -> {json.dumps(new.get(key))}"
             for key in sorted(set(old) | set(new)) if old.get(key) != new.get(key)]
+
+
+# DVC resolves stage addresses and its run cache against the current folder,
+# as its CLI does: each call works from its project's root, one at a time in a
+# process (a flow's control plane and an executor can share one).
+_CWD = threading.RLock()
 
 
 class DvcProject:
@@ -62,32 +58,27 @@ class DvcProject:
     def __init__(self, root: str | Path, config: dict | None = None):
         self.root = str(Path(root).resolve())
         self._config = config  # DVC settings over the project's own (dvc config)
-        self._mutex = threading.RLock()  # the Repo object is not thread-safe
         self.repo: Repo | None = None
 
     # --- lifetime -----------------------------------------------------------
 
     def __enter__(self) -> DvcProject:
-        # DVC resolves stage addresses and its run cache against the current
-        # directory, as its CLI does: work from the project root.
-        self._cwd = os.getcwd()
-        os.chdir(self.root)
         # Undone in reverse order by _cleanup, also when entering fails.
         self._cleanup = contextlib.ExitStack()
-        self._cleanup.callback(os.chdir, self._cwd)
         try:
-            self._cleanup.enter_context(dvc_internals.applied())
-            self.repo = self._cleanup.enter_context(Repo(self.root, config=self._config))
-            try:
-                self._cleanup.enter_context(lock_repo(self.repo))
-            except LockError:
-                raise ProjectBusy(self.root) from None
-            running = dvc_internals.stages_running(self.repo)
-            if running:  # a `dvc repro` between its locks, inside a stage's command
-                raise ProjectBusy(self.root, "; ".join(running))
-            self._enter()
+            with self._dvc():
+                self._cleanup.enter_context(dvc_internals.applied())
+                self.repo = self._cleanup.enter_context(Repo(self.root, config=self._config))
+                try:
+                    self._cleanup.enter_context(lock_repo(self.repo))
+                except LockError:
+                    raise ProjectBusy(self.root) from None
+                running = dvc_internals.stages_running(self.repo)
+                if running:  # a `dvc repro` between its locks, inside a stage's command
+                    raise ProjectBusy(self.root, "; ".join(running))
+                self._enter()
         except BaseException:
-            self._cleanup.close()
+            self.__exit__()
             raise
         return self
 
@@ -108,14 +99,15 @@ class DvcProject:
                        for s in nx.lexicographical_topological_sort(graph, key=key)}
 
     def __exit__(self, *exc) -> None:
-        stop_stages()  # a crashed flow leaves no stage running here
-        self._cleanup.close()
+        with self._dvc():
+            self._cleanup.close()
 
     @contextlib.contextmanager
     def _dvc(self):
-        """Serialize use of the Repo object. A lock DVC cannot take means
+        """One DVC call at a time in this process, from the project's root (the
+        Repo object is not thread-safe either). A lock DVC cannot take means
         another DVC process is at work."""
-        with self._mutex:
+        with _CWD, contextlib.chdir(self.root):
             try:
                 yield
             except LockError as exc:
@@ -185,77 +177,69 @@ class DvcProject:
             stage.dump(update_pipeline=False)
             dvc_internals.command_recorded(stage)
 
+    def lock_entry(self, name: str) -> dict:
+        """The stage as dvc.lock would record it now."""
+        with self._dvc():
+            return dvc_internals.lock_entry(self._stages[name])
 
-# Stage processes started by this process, to stop them if the flow dies.
-_RUNNING: set[subprocess.Popen] = set()
-# Dask caps these at 1 in its worker processes; a stage is a whole program
-# that sizes its own thread pools, and its numbers must not depend on where
-# it ran.
-_WORKER_CAPS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
-ERROR_TAIL = 8  # lines of a failed stage's output that become the failure's message
-# TensorFlow's start-up lines, written by its C++ libraries straight to stderr
-# (no environment variable silences them all): dropped from the stage logs.
-NOISE = re.compile(r"^(WARNING: All log messages before absl::InitializeLog\(\)"
-                   r"|I\d{4} [\d:.]+\s+\d+ \S+\.cc:\d+\]"
-                   r"|.*oneDNN custom operations are on"
-                   r"|.*This TensorFlow binary is optimized"
-                   r"|.*To enable the following instructions)")
+    # --- stages on other machines (flows/executor.py) --------------------------------
 
+    def request(self, name: str, remote: str) -> StageRequest:
+        """What a worker needs to run ``name`` (prepared: its deps saved), by
+        hash and relative path: its definition, what it is computed from, the
+        upstream outputs it reads and where the remote is."""
+        with self._dvc():
+            stage = self._stages[name]
+            lock = {k: v for k, v in dvc_internals.lock_entry(stage).items() if k != "outs"}
+            reads = [d["path"] for d in lock.get("deps", [])]
+            inputs = [out for other in self._stages.values() if other is not stage
+                      for out in dvc_internals.lock_entry(other).get("outs", [])
+                      if "md5" in out and any(out["path"] == p or out["path"].startswith(
+                          f"{p}/") for p in reads)]
+            url = self.repo.config["remote"][remote]["url"]
+            return StageRequest(
+                stage=name, definition=dvc_internals.stage_definition(stage), lock=lock,
+                inputs=inputs, params=Path(self.root, PARAMS_FILE).read_text(encoding="utf-8"),
+                remote=remote, url=url)
 
-def run_command(cmd: str, root: str, stage: str, emit: Callable[[str], None]) -> None:
-    """Run a stage's command as ``dvc repro`` would (in the project root, with
-    DVC's variables set), streaming each output line to ``emit``. The command
-    comes from dvc.yaml, not from params; it is split into words and run
-    without a shell."""
-    import shlex
+    def restore_from_remote(self, name: str, remote: str) -> bool:
+        """Restore ``name`` from the remote's run-cache (its record, then its
+        outputs, each file checked against its hash); False if the remote
+        has no record of these inputs."""
+        return self._restore_from_remote(name, remote) is not None
 
-    env = dict(os.environ)
-    if _in_dask_worker():
-        for var in _WORKER_CAPS:
-            env.pop(var, None)
-    # dvc.yaml says `python`: the interpreter running this code.
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    env.update(DVC_ROOT=root, DVC_STAGE=stage)  # as DVC sets them
-    proc = subprocess.Popen(shlex.split(cmd), cwd=root, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            start_new_session=True)
-    _RUNNING.add(proc)
-    tail: deque[str] = deque(maxlen=ERROR_TAIL)
-    try:
-        for line in proc.stdout:
-            line = line.rstrip()
-            if not NOISE.match(line):
-                tail.append(line)
-                emit(line)
-        code = proc.wait()
-    finally:
-        _RUNNING.discard(proc)
-    if code != 0:
-        errors = [line for line in tail if line.startswith("error:")] or list(tail)
-        raise StageFailed(f"{stage} exited with status {code}: " + "\n".join(errors))
+    def _restore_from_remote(self, name: str, remote: str) -> dict | None:
+        with self._dvc():
+            stage = self._stages[name]
+            if not dvc_internals.fetch_run_cache_record(self.repo, stage, remote):
+                return None
+            return dvc_internals.restore_record(self.repo, stage, remote)
 
+    def record_remote(self, name: str, request: StageRequest, entry: dict) -> None:
+        """Record what a worker returned for ``request``, as a local run would
+        be recorded: its deps must be those asked for, and its record and
+        outputs on the remote (fetched here, each file checked)."""
+        from flows.executor import StageRefused, _differences
 
-def stop_stages() -> None:
-    """Stop every stage process this process started."""
-    for proc in list(_RUNNING):
-        _terminate(proc)
+        if differ := _differences(entry, request.lock):
+            raise StageRefused(f"{name}: the worker computed it from other inputs than asked: "
+                               f"{', '.join(differ)}")
+        record = self._restore_from_remote(name, request.remote)
+        if record is None:
+            raise StageRefused(f"{name}: the worker's result is not on the DVC remote "
+                               f"{request.remote!r} (its record or an output is missing)")
+        if record.get("outs") != entry.get("outs"):
+            raise StageRefused(f"{name}: the remote's record differs from what the worker "
+                               "returned")
+        self.commit(name)
 
+    def fetch(self, outs: list[dict], remote: str) -> None:
+        """Fetch outputs by hash (lock entries) from ``remote`` and check them out."""
+        with self._dvc():
+            dvc_internals.fetch_outputs(self.repo, outs, remote)
 
-def _in_dask_worker() -> bool:
-    try:
-        from distributed import get_worker
-
-        get_worker()
-    except (ImportError, ValueError):
-        return False
-    return True
-
-
-def _terminate(proc: subprocess.Popen) -> None:
-    """Stop a stage's process group (the stage and anything it started)."""
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=10)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
+    def push(self, name: str, remote: str) -> int:
+        """Send the stage's run-cache record and its outputs to ``remote``;
+        files sent."""
+        with self._dvc():
+            return dvc_internals.push_record(self.repo, self._stages[name], remote)

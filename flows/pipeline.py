@@ -35,7 +35,16 @@ from prefect.states import Completed, Failed
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows import experiment, lifecycle, ui
-from flows.dvc_project import DvcProject, StageFailed, run_command, stop_stages
+from flows.dvc_project import DvcProject
+from flows.executor import (
+    DaskDispatcher,
+    StageFailed,
+    StageRefused,
+    StageRequest,
+    execute,
+    run_command,
+    stop_stages,
+)
 from flows.experiment import checked_params
 from mnist_cnn.cli import runner
 from mnist_cnn.cli.checks import ParamsError
@@ -58,11 +67,15 @@ def run_name(stage: str) -> str:
 
 
 @task(cache_policy=NO_CACHE, persist_result=False, retry_delay_seconds=5)
-def run_stage(stage: str, action: str, why: str, cmd: str, root: str):
+def run_stage(stage: str, action: str, why: str, cmd: str, root: str | None,
+              request: StageRequest | None = None, dask_address: str | None = None):
     """One DVC stage: run its command (``action`` ``ran``), or report that DVC
-    restored it from its cache or found it up to date. Needs no DVC access, so
-    it can run on any worker that sees the project folder; the flow records
-    the result in dvc.lock."""
+    restored it from its cache or found it up to date. With a ``request`` it
+    runs from the DVC remote (flows/executor.py) on a worker of the Dask
+    scheduler at ``dask_address`` (else here), and returns the stage's lock
+    entry as its state's data; without, in the project folder ``root``, which
+    any worker must see at the same path. The flow records the result in
+    dvc.lock."""
     logger = get_run_logger()
     if action == UP_TO_DATE:
         logger.info("%s: up to date, nothing to do (dvc.lock records its current inputs)",
@@ -74,12 +87,17 @@ def run_stage(stage: str, action: str, why: str, cmd: str, root: str):
         return Completed(name=STATE_NAMES[CACHED], message=message)
     logger.info("> %s", cmd)
     try:
-        run_command(cmd, root, stage, logger.info)
-    except StageFailed as exc:
+        if request and dask_address:
+            entry = DaskDispatcher(dask_address).run(request, logger.info)
+        elif request:
+            entry = execute(request, logger.info)
+        else:
+            entry = run_command(cmd, root, stage, logger.info)
+    except (StageFailed, StageRefused) as exc:
         logger.error("%s", exc)
         return Failed(message=str(exc))
     logger.info("%s: ran, because %s", stage, why)
-    return Completed(message=f"ran; changed: {why}")
+    return Completed(message=f"ran; changed: {why}", data=entry)
 
 
 def check_tasks(tasks: list[str] | None, known: list[str]) -> None:
@@ -112,6 +130,14 @@ class RunRefused(ValueError):
         self.what = what
 
 
+def dvc_remotes(root: Path) -> list[str]:
+    """The DVC remotes a project has (its config files, as ``dvc remote list``)."""
+    from dvc.repo import Repo
+
+    with Repo(str(root)) as repo:
+        return sorted(repo.config["remote"])
+
+
 def _params(root: Path, commit: str, overrides: dict[str, Any] | None,
             workers: int) -> Params:
     """The params a command-line run uses: any override of a key that exists."""
@@ -120,11 +146,14 @@ def _params(root: Path, commit: str, overrides: dict[str, Any] | None,
 
 def run_study(root: Path, tasks: list[str] | None, workers: int,
               overrides: dict[str, Any] | None,
-              params_for: Callable[[Path, str, dict | None, int], Params] = _params):
+              params_for: Callable[[Path, str, dict | None, int], Params] = _params,
+              remote: str | None = None, dask_address: str | None = None):
     """The body of the flows in this package (``pipeline``, and the served
     ``study`` of flows/serve.py): check the input, then run the stages.
     ``params_for(root, commit, overrides, workers)`` gives the params a run
-    uses, or ParamsError naming what this entry point does not allow."""
+    uses, or ParamsError naming what this entry point does not allow.
+    ``remote``: run stale stages from that DVC remote (flows/executor.py), on
+    the workers of the Dask scheduler at ``dask_address`` if given."""
     logger = get_run_logger()
     commit, edited = ui.git_state(root)
     exp = None
@@ -142,6 +171,9 @@ def run_study(root: Path, tasks: list[str] | None, workers: int,
             except ValueError as exc:
                 raise RunRefused("invalid run name", str(exc)) from None
         params = params_for(root, exp.commit if exp else "HEAD", overrides, workers)
+        if remote and remote not in (known := dvc_remotes(root)):
+            raise RunRefused("unknown remote", f"--remote {remote}: no such DVC remote in "
+                             f"{root}; known: {', '.join(known) or 'none'} (dvc remote add)")
         try:
             check_tasks(tasks, list(params.tasks))
         except ValueError as exc:
@@ -164,8 +196,12 @@ def run_study(root: Path, tasks: list[str] | None, workers: int,
         "run the flow again to go on", before=stop_stages))
     try:
         with experiment.workspace(exp, guardian) if exp else nullcontext(root) as work:
-            with DvcProject(work, exp.config if exp else None) as dvc:
-                states = Scheduler(dvc, select(dvc.graph, tasks), workers, logger).run()
+            # Every file fetched from the remote is hashed before it is used.
+            config = {**(exp.config if exp else {}),
+                      **({"remote": {remote: {"verify": True}}} if remote else {})}
+            with DvcProject(work, config or None) as dvc:
+                states = Scheduler(dvc, select(dvc.graph, tasks), workers, logger,
+                                   remote, dask_address).run()
             what = ui.summary(states)
             ok = all(st in (*DONE, "Skipped") for st in states.values())
             if ok and exp:
@@ -197,7 +233,8 @@ def run_study(root: Path, tasks: list[str] | None, workers: int,
 # Threads for task runs; how many stages do real work at once is `workers`.
 @flow(name=FLOW_NAME, log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=16))
 def pipeline(tasks: list[str] | None = None, workers: int = DEFAULT_WORKERS,
-             overrides: dict[str, Any] | None = None, project: str = ".") -> dict[str, str]:
+             overrides: dict[str, Any] | None = None, project: str = ".",
+             remote: str | None = None, dask_address: str | None = None) -> dict[str, str]:
     """Run the study's DVC stages: DVC decides what each needs; returns each
     stage's final state (Completed: ran, Cached: restored, UpToDate).
 
@@ -210,8 +247,14 @@ def pipeline(tasks: list[str] | None = None, workers: int = DEFAULT_WORKERS,
             then happens in a temporary clone and is saved as a DVC
             experiment named after the flow run; your workspace is untouched.
         project: the project folder (holding dvc.yaml).
+        remote: a DVC remote of the project: stages then run in scratch
+            folders, fetching their inputs from it and pushing their outputs
+            to it, and what it holds is restored, not rerun.
+        dask_address: with ``remote``, a Dask scheduler whose workers run the
+            stages (they need the remote, not the Prefect API).
     """
-    return run_study(Path(project).resolve(), tasks, workers, overrides)
+    return run_study(Path(project).resolve(), tasks, workers, overrides, remote=remote,
+                     dask_address=dask_address)
 
 
 class Scheduler:
@@ -219,10 +262,16 @@ class Scheduler:
     (not before) whether it is stale, so it sees what upstream just wrote.
 
     An up-to-date stage, or one restored from the run-cache, takes no worker;
-    at most ``workers`` stage commands run at once."""
+    at most ``workers`` stage commands run at once. With a DVC ``remote``,
+    stages run from requests (flows/executor.py): the run-cache is looked up
+    there too before a stage is sent, and a worker's result is recorded from
+    there."""
 
-    def __init__(self, dvc: DvcProject, wanted: list[str], workers: int, logger):
+    def __init__(self, dvc: DvcProject, wanted: list[str], workers: int, logger,
+                 remote: str | None = None, dask_address: str | None = None):
         self.dvc, self.wanted, self.workers, self.logger = dvc, wanted, workers, logger
+        self.remote, self.dask_address = remote, dask_address
+        self.requests: dict[str, StageRequest] = {}
         self.states: dict[str, str] = {}
         self.futures: dict[str, PrefectFuture] = {}
         self.running: dict[PrefectFuture, tuple[str, bool]] = {}  # (stage, its command runs)
@@ -234,7 +283,9 @@ class Scheduler:
             name=run_name(stage), task_run_name=run_name(stage) + NAME_SUFFIX[action],
             tags=[action],
             retries=DOWNLOAD_RETRIES if stage == "download" and action == RUN else 0,
-        ).submit(stage, action, why, self.dvc.command(stage), self.dvc.root, wait_for=ups)
+        ).submit(stage, action, why, self.dvc.command(stage),
+                 None if stage in self.requests else self.dvc.root, self.requests.get(stage),
+                 self.dask_address, wait_for=ups)
         self.futures[stage] = future
         return future
 
@@ -252,10 +303,13 @@ class Scheduler:
             self.running[self.submit(stage, UP_TO_DATE, "")] = (stage, False)
         else:
             why = "; ".join(self.dvc.why_stale(stage))
-            if self.dvc.prepare(stage):  # restored from the run-cache
+            if self.dvc.prepare(stage) or (  # restored from the run-cache, here or remote
+                    self.remote and self.dvc.restore_from_remote(stage, self.remote)):
                 self.dvc.commit(stage)
                 self.running[self.submit(stage, CACHED, why)] = (stage, False)
             else:  # in dvc.yaml's order: a task's evaluate before the next task's train
+                if self.remote:
+                    self.requests[stage] = self.dvc.request(stage, self.remote)
                 self.to_run.append((stage, why))
                 self.to_run.sort(key=lambda item: self.wanted.index(item[0]))
 
@@ -266,6 +320,12 @@ class Scheduler:
         self.states[stage] = state.name
         if state.name not in DONE:
             self.logger.error("%s ended %s: %s", stage, state.name, state.message)
+        elif ran and stage in self.requests:  # from the remote, checked, into dvc.lock
+            try:
+                self.dvc.record_remote(stage, self.requests[stage], state.result())
+            except StageRefused as exc:
+                self.logger.error("%s", exc)
+                self.states[stage] = "Failed"
         elif ran:  # into dvc.lock before anything downstream starts
             self.dvc.commit(stage)
 
@@ -333,8 +393,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--project", default=".", metavar="DIR",
                         help="project folder holding dvc.yaml (default: current folder)")
     parser.add_argument("--dask-address", metavar="tcp://HOST:PORT",
-                        help="run the stages on this Dask cluster (prefect-dask); its "
-                        "workers must see the project folder at the same path")
+                        help="run the stages on this Dask cluster (prefect-dask); without "
+                        "--remote its workers must see the project folder at the same path")
+    parser.add_argument("--remote", metavar="NAME",
+                        help="a DVC remote of the project: each stale stage runs in a "
+                        "scratch folder of its worker, its inputs fetched from the remote by "
+                        "hash, its outputs pushed there; workers share nothing but the remote")
     args = parser.parse_args(argv)
     if args.workers < 1:
         parser.error("--workers must be at least 1")
@@ -349,10 +413,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(exc))
     # Before Prefect may start a temporary server: it is then ours to stop.
     lifecycle.guardian()
+    # With --remote, stages go to Dask as plain tasks (flows/executor.py); without,
+    # the flow's task runs themselves do, and workers share the project folder.
     flow_ = pipeline.with_options(task_runner=dask_runner(args.dask_address)) \
-        if args.dask_address else pipeline
+        if args.dask_address and not args.remote else pipeline
     state = flow_(tasks=args.tasks, workers=args.workers, overrides=overrides,
-                  project=args.project, return_state=True)
+                  project=args.project, remote=args.remote,
+                  dask_address=args.dask_address if args.remote else None, return_state=True)
     return 0 if state.is_completed() else 1
 
 
