@@ -128,3 +128,43 @@ def test_dvc_is_imported_through_this_module_only():
 def test_what_this_module_exports_imports():
     for name in dvc_internals.__all__:
         assert getattr(dvc_internals, name) is not None
+
+
+def test_a_stage_travels_by_hash_through_a_remote(repo, tmp_path_factory):
+    """What the stage executor relies on: a stage's definition and lock entry,
+    its run-cache key, its record and outputs pushed to a remote, then, in
+    another copy of the project with an empty cache, the record fetched and
+    the stage restored from it (each file fetched by hash)."""
+    import shutil
+    from pathlib import Path
+
+    root = Path(repo.root_dir)
+    remote = tmp_path_factory.mktemp("remote")
+    config = {"core": {"remote": "r"}, "remote": {"r": {"url": str(remote), "verify": True}}}
+    with Repo(str(root), config=config) as pushing, contextlib.chdir(root), \
+            dvc_internals.lock_repo(pushing):
+        (stage,) = pushing.index.stages
+        assert dvc_internals.stage_definition(stage)["outs"] == ["out.txt"]
+        entry = dvc_internals.lock_entry(stage)
+        assert entry["params"] == {"params.yaml": {"n": 1}} and entry["outs"][0]["md5"]
+        key = dvc_internals.run_cache_key(stage)
+        assert dvc_internals.push_record(pushing, stage, "r") == 2  # the output, the record
+    assert (remote / "runs" / key[:2] / key).is_dir()
+
+    other = tmp_path_factory.mktemp("other")
+    for name in ("dvc.yaml", "params.yaml"):
+        shutil.copy2(root / name, other / name)
+    subprocess.run([sys.executable, "-m", "dvc", "init", "-q", "--no-scm"], cwd=other,
+                   check=True)
+    with Repo(str(other), config=config) as fresh, contextlib.chdir(other), \
+            dvc_internals.lock_repo(fresh):
+        (stage,) = fresh.index.stages
+        stage.save_deps()
+        assert dvc_internals.run_cache_key(stage) == key  # the same on any machine
+        assert dvc_internals.fetch_run_cache_record(fresh, stage, "r")
+        record = dvc_internals.restore_record(fresh, stage, "r")
+        assert record["outs"] == entry["outs"]
+        assert (other / "out.txt").read_text() == "x"
+        (other / "out.txt").unlink()
+        dvc_internals.fetch_outputs(fresh, entry["outs"], "r")  # an output by its hash
+        assert (other / "out.txt").read_text() == "x"
