@@ -3,13 +3,16 @@
 One task run per DVC stage (``download``, ``preprocess``, ``train[task1]``,
 ``evaluate[task1]``, ..., ``report``) in the dependency order of dvc.yaml.
 DVC decides what each stage needs (flows/dvc_project.py), and each task run
-ends in one of three states, also its tag:
+ends in one of three states, also said in its name (``train[task1] · cached``):
 
-- ``Completed`` (tag ``ran``): the stage was stale and its command ran;
-- ``Cached`` (tag ``cached``): the stage was stale, but DVC's run-cache had
-  its outputs for exactly these inputs; they were restored, nothing ran;
-- ``UpToDate`` (tag ``up-to-date``): dvc.lock already records the stage
-  with its current inputs and outputs; nothing to do.
+- ``Completed``: the stage was stale and its command ran;
+- ``Cached``: the stage was stale, but DVC's run-cache had its outputs for
+  exactly these inputs; they were restored, nothing ran;
+- ``UpToDate``: dvc.lock already records the stage with its current inputs
+  and outputs; nothing to do.
+
+Task runs carry no tags: Prefect checks each tag of a task run against the
+server's concurrency limits, a call to the API per task run and tag.
 
 Prefect caches nothing itself: DVC's cache is the one store.
 
@@ -53,7 +56,7 @@ from mnist_cnn.params import Params
 FLOW_NAME = "mnist-cnn-study"
 DEFAULT_WORKERS = max(1, min(2, os.cpu_count() or 1))
 DOWNLOAD_RETRIES = 2
-RUN, CACHED, UP_TO_DATE = "ran", "cached", "up-to-date"  # what a stage needed; its tag
+RUN, CACHED, UP_TO_DATE = "ran", "cached", "up-to-date"  # what a stage needed
 STATE_NAMES = {RUN: "Completed", CACHED: "Cached", UP_TO_DATE: "UpToDate"}
 # In the task run's name too: the UI's graph colours all three the same green.
 NAME_SUFFIX = {RUN: "", CACHED: " · cached", UP_TO_DATE: " · up to date"}
@@ -281,7 +284,6 @@ class Scheduler:
         ups = [self.futures[u] for u in self.dvc.graph[stage] if u in self.futures]
         future = run_stage.with_options(
             name=run_name(stage), task_run_name=run_name(stage) + NAME_SUFFIX[action],
-            tags=[action],
             retries=DOWNLOAD_RETRIES if stage == "download" and action == RUN else 0,
         ).submit(stage, action, why, self.dvc.command(stage),
                  None if stage in self.requests else self.dvc.root, self.requests.get(stage),
