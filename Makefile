@@ -45,8 +45,8 @@ $(UV):
 lock: $(UV)  ## re-resolve uv.lock after editing pyproject.toml (other pins stay as they are)
 	$(UV) lock
 
-run: install  ## the whole pipeline; reruns only what changed
-	dvc repro
+run: install  ## the whole pipeline; reruns only what changed (dvc repro, see tools/dvc.py)
+	python -m tools.dvc repro
 
 flow: install  ## the same pipeline as one Prefect flow run (see README)
 	python -m flows.pipeline

@@ -13,6 +13,7 @@ import pytest
 from dvc.repo import Repo
 
 from flows import dvc_internals
+from tests.conftest import TASKS
 
 
 @pytest.fixture
@@ -168,3 +169,77 @@ def test_a_stage_travels_by_hash_through_a_remote(repo, tmp_path_factory):
         (other / "out.txt").unlink()
         dvc_internals.fetch_outputs(fresh, entry["outs"], "r")  # an output by its hash
         assert (other / "out.txt").read_text() == "x"
+
+
+def test_params_read_as_dvc_reads_them(tmp_path, monkeypatch):
+    """The patched reader finds the same values as DVC's, a copy each time,
+    without dpath's walk over the whole file for a plain key."""
+    import dpath
+    from dvc.dependency import param
+    from dvc.fs import LocalFileSystem
+
+    path = tmp_path / "params.yaml"
+    path.write_text("seed: 1\ntasks:\n  a:\n    layers:\n    - {type: dense, units: 10}\n"
+                    "    lr: 0.1\n  '1': x\n")
+    fs = LocalFileSystem()
+    keys = ["seed", "tasks.a", "tasks.a.layers.0.units", "tasks.missing", "tasks.*.lr", "tasks.1"]
+    want = param.read_param_file(fs, str(path), keys, flatten=True)
+    assert want["tasks.a.layers.0.units"] == 10 and "tasks.missing" not in want
+    walks = []
+    original_get = dpath.get
+    monkeypatch.setattr(dpath, "get", lambda obj, glob, **k: walks.append(glob)
+                        or original_get(obj, glob, **k))
+    with dvc_internals.params_parsed_once():
+        got = param.read_param_file(fs, str(path), keys, flatten=True)
+        assert got == want
+        got["tasks.a"]["lr"] = 5  # the caller's copy
+        assert param.read_param_file(fs, str(path), keys, flatten=True) == want
+        assert param.read_param_file(fs, str(path), ["tasks.a"]) == {
+            "tasks": {"a": want["tasks.a"]}}
+    assert set(walks) == {"tasks.missing", "tasks.*.lr"}  # a glob or a missing key only
+
+
+def test_a_no_op_reads_params_yaml_once_however_many_tasks(tmp_path, mnist_npz):
+    """What made a no-op grow with the square of the tasks: DVC parsed
+    params.yaml once per stage with params (2 per task), each parse as long
+    as the file. Through the patches (the flow, `python -m tools.dvc`), once."""
+    from dvc.dependency import param
+
+    from tests.sandbox import make_project, shrink
+
+    def many(data):
+        shrink(data)
+        for i in range(20):
+            data["tasks"][f"copy{i}"] = data["tasks"]["task1"]
+
+    project = make_project(tmp_path / "many", mnist_npz, many)
+    # Outputs of any content, recorded as they are: a no-op's dvc.lock.
+    with Repo(str(project.path)) as repo:
+        for stage in repo.index.stages:
+            for out in stage.outs:
+                path = project.path / str(out.def_path)
+                folder = path if not path.suffix else path.parent
+                folder.mkdir(parents=True, exist_ok=True)
+                (path if path.suffix else path / "x").write_text("x")
+    project.run(sys.executable, "-m", "tools.dvc", "commit", "-f", "-q")
+    parses = []
+    original = param.load_path
+
+    def counting(path, fs, **kwargs):
+        parses.append(path)
+        return original(path, fs, **kwargs)
+
+    def status_parses(patched: bool) -> int:
+        parses.clear()
+        with Repo(str(project.path)) as repo, contextlib.chdir(project.path), \
+                (dvc_internals.applied() if patched else contextlib.nullcontext()):
+            old, param.load_path = param.load_path, counting
+            try:
+                repo.status()
+            finally:
+                param.load_path = old
+        return sum(p.endswith("params.yaml") for p in parses)
+
+    stages = 3 + 2 * (len(TASKS) + 20)
+    assert status_parses(patched=False) >= stages - 2  # DVC alone: once per stage with params
+    assert status_parses(patched=True) == 1
