@@ -210,7 +210,8 @@ def run_study(root: Path, tasks: list[str] | None, workers: int,
             if ok and exp:
                 experiment.save(exp, work)
                 logger.info("saved as DVC experiment %s: `dvc exp show` lists it", exp.name)
-            if states.get("report") in DONE:
+            # A report left up to date is the one an earlier run published.
+            if states.get("report") in DONE - {STATE_NAMES[UP_TO_DATE]}:
                 ui.publish_results(work, what, exp.name if exp else None)
     except BaseException as exc:
         # Said at the top of the UI, not only in the log; best effort, the

@@ -7,15 +7,16 @@ from __future__ import annotations
 import subprocess
 from collections import Counter
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
 from prefect import get_client
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.runtime import flow_run
 
 from mnist_cnn.metrics import METRICS, PRIMARY
-from mnist_cnn.report.collect import best_task
-from mnist_cnn.report.render import difference, number, with_spread
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 RESULTS_KEY = "mnist-cnn-results"
 REPORT_KEY = "mnist-cnn-report"
@@ -107,6 +108,8 @@ def api_is_set() -> bool:
 def results_rows(results: pd.DataFrame) -> list[dict[str, str]]:
     """The results table as the UI shows it: narrow, the primary metric first
     with the notebook's figure and the difference, then the other metrics."""
+    from mnist_cnn.report.render import difference, number, with_spread
+
     rows = []
     for task, r in results.iterrows():
         row = {"task": task}
@@ -121,6 +124,12 @@ def results_rows(results: pd.DataFrame) -> list[dict[str, str]]:
 
 def publish_results(workspace: Path, what: str, experiment: str | None = None) -> str | None:
     """The results table, and the report's text with where to find it whole."""
+    # Imported here: pandas and the report's code (matplotlib) cost a no-op
+    # flow run, which publishes nothing, a second.
+    import pandas as pd
+
+    from mnist_cnn.report.collect import best_task
+
     results = workspace / RESULTS
     if not results.is_file():
         return None

@@ -156,7 +156,9 @@ def train_one(cfg: TrainConfig, seed: int, x: np.ndarray, y: np.ndarray, work: P
     Resumes from ``work``'s checkpoint if it was trained with ``meta``."""
     epochs = cfg.spec.epochs
     steps = math.ceil(len(x) / cfg.batch_size)
-    keras.utils.clear_session()  # fresh layer names: same model file from any process
+    # Fresh layer names: the same model file from any process (and no
+    # gc.collect(), a third of a second with TensorFlow loaded).
+    keras.utils.clear_session(free_memory=False)
     set_determinism(seed)
     model = compile_model(cfg.spec, cfg.precision, cfg.task, steps_per_execution(steps))
     start = resumable_epochs(work, meta)

@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> None:
     task = runner.task_name(args.task)
     name = f"train@{task}"
     with runner.stage(name, args.params, [k.format(task=task) for k in PARAMS],
-                      inputs=[args.data], shapes=True) as params:
+                      inputs=[args.data], shapes=[task]) as params:
         check_task_name(task, params, args.params)
         train(params.train_config(task), args.data, args.models / task, runner.work_dir(name))
 

@@ -150,6 +150,17 @@ def test_bad_params_name_the_key(case):
     assert any(p.startswith(expected) for p in info.value.problems), info.value.problems
 
 
+def test_a_train_stage_builds_the_layers_of_its_own_task_only():
+    # Another task's layers are that task's train stage's business: each
+    # Keras build costs a train stage time before it starts.
+    data = broken(_set("tasks.task1.layers.0.kernel_size", 29))
+    validate(data, shapes=["task2"])
+    with pytest.raises(ParamsError) as info:
+        validate(data, shapes=["task1"])
+    assert info.value.problems == ["tasks.task1.layers.0.kernel_size: 29 does not fit this "
+                                   "layer's 28x28 input (the layers before it shrink 28x28)"]
+
+
 def test_every_problem_is_reported_at_once():
     data = broken(_set("tasks.task1.epochs", 0))
     for case in ("learning rate negative", "unknown activation", "typo in a key"):

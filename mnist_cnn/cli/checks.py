@@ -20,6 +20,7 @@ import argparse
 import difflib
 import re
 import sys
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -132,7 +133,9 @@ def architecture_problems(name: str, task: Task) -> list[str]:
             layer.build(shape)
             weights += layer.count_params()
             shape = out
-    keras.utils.clear_session()  # drop the variables it never initialised
+    # Drop the variables it never initialised; not gc.collect() as well: with
+    # TensorFlow loaded that costs a third of a second a call.
+    keras.utils.clear_session(free_memory=False)
     last = task.layers[-1]
     if not problems and not (tuple(shape[1:]) == (NUM_CLASSES,)
                              and getattr(last, "activation", None) == "softmax"):
@@ -156,10 +159,12 @@ def seed_problems(seed: Any, seeds: Any) -> list[str]:
 # --- the whole file ----------------------------------------------------------------
 
 
-def validate(data: Any, source: str = str(PARAMS_FILE), shapes: bool = False) -> Params:
+def validate(data: Any, source: str = str(PARAMS_FILE),
+             shapes: bool | Collection[str] = False) -> Params:
     """Validate parsed params; raise ParamsError listing every problem. With
-    ``shapes``, also build every task's layers with Keras (which loads
-    TensorFlow: the train stage and ``make check-params`` do)."""
+    ``shapes``, also build the layers of every task (True) or of the tasks
+    it names with Keras, which loads TensorFlow: ``make check-params`` checks
+    every task, a train stage its own."""
     if not isinstance(data, dict):
         raise ParamsError(source, ["expected a mapping of sections at the top level"])
     problems = []
@@ -170,6 +175,8 @@ def validate(data: Any, source: str = str(PARAMS_FILE), shapes: bool = False) ->
         problems += [_format_error(e) for e in exc.errors()]
     tasks = data.get("tasks")
     for name, spec in (tasks.items() if shapes and isinstance(tasks, dict) else ()):
+        if shapes is not True and name not in shapes:
+            continue
         try:
             task = Task.model_validate(spec)
         except ValidationError:
@@ -204,7 +211,8 @@ def read_params(path: str | Path, source: str | None = None) -> dict:
         raise ParamsError(source, [_yaml_problem(exc)]) from None
 
 
-def load_params(path: str | Path = PARAMS_FILE, shapes: bool = False) -> Params:
+def load_params(path: str | Path = PARAMS_FILE,
+                shapes: bool | Collection[str] = False) -> Params:
     """Read ``path`` as DVC does and validate it (``shapes``: see validate);
     ParamsError lists every problem."""
     return validate(read_params(path), str(path), shapes)

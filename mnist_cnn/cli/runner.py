@@ -34,7 +34,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from pathlib import Path
 
 import psutil
@@ -160,10 +160,11 @@ class Inputs:
 
 @contextlib.contextmanager
 def stage(name: str, params_file: str | Path, keys: list[str], inputs: Iterable[Path] = (),
-          shapes: bool = False) -> Iterator[Params]:
+          shapes: bool | Collection[str] = False) -> Iterator[Params]:
     """Run a stage's core inside: its lock held, stopped if orphaned, its params
     loaded and checked (every problem named before any work; ``shapes``: the
-    layers built with Keras too), and its inputs compared after it.
+    layers of every task, or of the tasks it names, built with Keras too), and
+    its inputs compared after it.
 
     ``keys`` are the params keys the stage reads, those of its ``params:`` in
     dvc.yaml (tests/test_dvc_yaml.py checks); ``inputs`` the files and
