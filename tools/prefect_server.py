@@ -13,6 +13,14 @@ with an account on this machine can reach it, as with any local port; set
 ``PREFECT_SERVER_API_AUTH_STRING`` (and ``PREFECT_API_AUTH_STRING`` for the
 clients) to require a password (see README).
 
+The server runs the services a single user's runs need (task runs are
+recorded from their events, and events kept for the UI) and not the rest:
+schedules, late runs, work pools, concurrency leases, automations, pauses
+and cancellation clean-up serve deployments with schedules, workers and
+automations this project does not use. Together they cost the server 60 %
+more CPU while a flow runs (benchmarks/results.md); set any of the variables
+in ``IDLE_SERVICES`` to ``true`` to run one.
+
     python -m tools.prefect_server start|stop [--port 4200]
 """
 
@@ -30,6 +38,9 @@ import psutil
 
 WAIT_S = 120  # a first start migrates the database: slow on a busy 2-core machine
 PID_FILE = "server.pid"  # prefect.cli._server_utils.SERVER_PID_FILE_NAME
+IDLE_SERVICES = [f"PREFECT_SERVER_SERVICES_{name}_ENABLED" for name in (
+    "SCHEDULER", "LATE_RUNS", "FOREMAN", "REPOSSESSOR", "TRIGGERS", "PAUSE_EXPIRATIONS",
+    "CANCELLATION_CLEANUP")]
 
 
 def _home() -> Path:
@@ -64,7 +75,7 @@ def start(port: int) -> int:
     if pid_file.exists() and _server_process() is None:
         print(f"removing {pid_file}: its server is gone (stopped without `make ui-stop`)")
         pid_file.unlink()
-    env = {**os.environ,
+    env = {**dict.fromkeys(IDLE_SERVICES, "false"), **os.environ,
            "PREFECT_SERVER_API_HOST": "127.0.0.1", "PREFECT_SERVER_API_PORT": str(port),
            "PREFECT_SERVER_API_CORS_ALLOWED_ORIGINS": url,
            "PREFECT_SERVER_API_CSRF_PROTECTION_ENABLED": "true"}
