@@ -150,3 +150,24 @@ def test_every_stage_can_be_restored_from_the_run_cache():
         outs = [o for s in repo.index.stages for o in s.outs]
     assert not [str(o) for o in outs if o.persist]
     assert not [str(o) for o in outs if not (o.use_cache or o.is_metric or o.is_plot)]
+
+
+@pytest.mark.parametrize("stage", ["download", "preprocess", "report"])
+def test_a_stage_without_a_model_never_imports_tensorflow(stage):
+    # Importing TensorFlow costs a stage seconds; only train and evaluate use it.
+    code = (f"import sys, stages.{stage}; "
+            "sys.exit(sorted(m for m in sys.modules if m.split('.')[0] in "
+            "('tensorflow', 'keras', 'jax', 'torch')) or 0)")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                          text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_a_no_op_flow_run_imports_no_plotting():
+    # matplotlib and pandas: only a run that publishes a new report needs them.
+    code = ("import sys, flows.pipeline; "
+            "sys.exit(sorted(m for m in sys.modules if m.split('.')[0] in "
+            "('matplotlib', 'pandas', 'tensorflow', 'keras')) or 0)")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                          text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
