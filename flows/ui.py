@@ -108,7 +108,7 @@ def api_is_set() -> bool:
 def results_rows(results: pd.DataFrame) -> list[dict[str, str]]:
     """The results table as the UI shows it: narrow, the primary metric first
     with the notebook's figure and the difference, then the other metrics."""
-    from mnist_cnn.report.render import difference, number, with_spread
+    from mnist_cnn.report.collect import difference, number, with_spread
 
     rows = []
     for task, r in results.iterrows():
@@ -124,8 +124,8 @@ def results_rows(results: pd.DataFrame) -> list[dict[str, str]]:
 
 def publish_results(workspace: Path, what: str, experiment: str | None = None) -> str | None:
     """The results table, and the report's text with where to find it whole."""
-    # Imported here: pandas and the report's code (matplotlib) cost a no-op
-    # flow run, which publishes nothing, a second.
+    # Imported here: pandas costs a no-op flow run, which publishes nothing,
+    # half a second.
     import pandas as pd
 
     from mnist_cnn.report.collect import best_task

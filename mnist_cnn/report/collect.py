@@ -94,3 +94,20 @@ def best_task_predictions(df: pd.DataFrame, evals: Path,
     best = best_task(df)
     x, y = load_split(data, "test")
     return best, x, y.argmax(axis=1), np.load(evals / best / PREDICTIONS)
+
+
+# --- cells of the results table ------------------------------------------------
+# Here, not in render.py, so that the flow's results artifact (flows/ui.py)
+# formats them alike without importing the figures' matplotlib.
+
+
+def number(value, digits=4) -> str:
+    return "–" if value is None or pd.isna(value) else f"{value:.{digits}f}"
+
+
+def with_spread(mean, std, spread: bool) -> str:
+    return f"{mean:.4f} ± {std:.4f}" if spread else f"{mean:.4f}"
+
+
+def difference(ours, notebook) -> str:
+    return "–" if pd.isna(notebook) else f"{ours - notebook:+.4f}"

@@ -20,26 +20,13 @@ import pandas as pd
 from mnist_cnn.io import atomic_dir, write_json, write_text
 from mnist_cnn.metrics import METRICS, PRIMARY
 from mnist_cnn.params import Task
-from mnist_cnn.report.collect import collect
+from mnist_cnn.report.collect import collect, difference, number, with_spread
 from mnist_cnn.report.figures import FIGURES, ReportData
 from mnist_cnn.report.findings import Finding, caveats, check_all, notebook_inside_runs
 
 log = logging.getLogger(__name__)
 
 # --- the results table --------------------------------------------------------
-
-
-# Cells of the results table, shared with the flow's results artifact (flows/ui.py).
-def number(value, digits=4) -> str:
-    return "–" if value is None or pd.isna(value) else f"{value:.{digits}f}"
-
-
-def with_spread(mean, std, spread: bool) -> str:
-    return f"{mean:.4f} ± {std:.4f}" if spread else f"{mean:.4f}"
-
-
-def difference(ours, notebook) -> str:
-    return "–" if pd.isna(notebook) else f"{ours - notebook:+.4f}"
 
 
 def _metric_columns(df: pd.DataFrame, spread: bool) -> list[tuple[str, Callable]]:
