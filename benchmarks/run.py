@@ -281,10 +281,6 @@ def overhead(work: Path, train_size: int, pairs: int) -> dict:
             for name in (("repro", "flow") if i % 2 == 0 else ("flow", "repro")):
                 change[name].append(changed(repro if name == "repro" else flow))
         out["changed"] = change
-    del project.env["PREFECT_API_URL"]
-    project.env["PREFECT_HOME"] = str(work / "prefect-ephemeral")
-    noop(flow)
-    out["noop_flow_ephemeral"] = noop(flow)
     out["stages"] = n
     return out
 
@@ -344,8 +340,7 @@ def overhead_lines(over: dict) -> list[str]:
         " | ≤ 1.10 |",
         f"| the same, beyond task1's own training and evaluation (median) | "
         f"{beyond['repro']:.1f} | {beyond['flow']:.1f} | | `dvc repro` ≤ 5 |",
-        f"| no-op flow without a server (temporary Prefect server) | | "
-        f"{over['noop_flow_ephemeral']:.2f} | | |", "",
+        "",
         "Floors ([floors.py](floors.py)), medians of 3:", "",
         "| floor | seconds |", "|---|---|",
         f"| `python -c 'import dvc.cli'` | {floors['python_dvc']:.2f} |",
