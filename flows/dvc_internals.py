@@ -8,12 +8,16 @@ Through Repo go the calls ``dvc repro`` makes (``Stage.changed``,
 and ``Repo.push``/``pull``. tests/test_dvc_internals.py fails if a DVC upgrade
 moves what this module relies on, and if another module imports DVC otherwise.
 
-Two patches, active only while a flow holds the project; neither changes a result:
+Three patches, active only while a flow holds the project; none changes a result:
 
 - :func:`atomic_dvc_writes`: DVC rewrites dvc.lock in place (open with
   truncation, then dump). A flow stopped during that write (SIGTERM raises
   inside the flow) left it cut short, and every stage after the cut looked
   stale. Written beside and renamed, it is the old file or the new one.
+  The same for ``.dvc/tmp/rwlock``, DVC's record of which process holds which
+  path (:func:`atomic_rwlock`): a ``dvc repro`` killed (``kill -9``) while
+  rewriting it left it empty, and every DVC command then failed ("Unable to
+  read RWLock-file ... JSON structure is corrupted") until it was deleted.
 - :func:`params_parsed_once`: for every params dependency it checks, DVC
   parses the whole params.yaml afresh, then finds each key with
   ``dpath.get``, which walks every leaf of the file
@@ -76,6 +80,7 @@ __all__ = ["LockError", "ParamsDependency", "RunCacheNotFoundError", "load_yaml"
 DUMP_TARGETS = (("dvc.utils.serialize._common", "_dump_data"),
                 ("dvc.utils.serialize._yaml", "_dump_data"))
 PARAMS_TARGET = ("dvc.dependency.param", "read_param_file")
+RWLOCK_TARGET = ("dvc.rwlock", "_edit_rwlock")
 
 
 @contextlib.contextmanager
@@ -109,6 +114,38 @@ def atomic_dvc_writes() -> Iterator[None]:
     with contextlib.ExitStack() as patches:
         for module, (_, name) in zip(modules, DUMP_TARGETS, strict=True):
             patches.enter_context(_replaced(module, name, dump_data))
+        yield
+
+
+class _AtomicWrites:
+    """A DVC filesystem whose files opened for writing are written beside
+    and renamed into place when closed."""
+
+    def __init__(self, fs):
+        self._fs = fs
+
+    def __getattr__(self, name: str):
+        return getattr(self._fs, name)
+
+    @contextlib.contextmanager
+    def open(self, path, mode: str = "r", **kwargs):
+        if "w" not in mode or not _is_local(self._fs):
+            with self._fs.open(path, mode, **kwargs) as fobj:
+                yield fobj
+            return
+        with atomic_path(path) as tmp, open(tmp, mode, **kwargs) as fobj:
+            yield fobj
+
+
+@contextlib.contextmanager
+def atomic_rwlock() -> Iterator[None]:
+    module = importlib.import_module(RWLOCK_TARGET[0])
+    original = getattr(module, RWLOCK_TARGET[1])
+
+    def edit_rwlock(lock_dir, fs, hardlink):
+        return original(lock_dir, _AtomicWrites(fs), hardlink)
+
+    with _replaced(module, RWLOCK_TARGET[1], edit_rwlock):
         yield
 
 
@@ -195,12 +232,13 @@ _APPLIED_LOCK = threading.Lock()
 
 @contextlib.contextmanager
 def applied() -> Iterator[None]:
-    """Both patches, while any DvcProject of this process is open (several
+    """The patches, while any DvcProject of this process is open (several
     may be: a flow's control plane and executors in its threads)."""
     with _APPLIED_LOCK:
         if _APPLIED["users"] == 0:
             patches = contextlib.ExitStack()
             patches.enter_context(atomic_dvc_writes())
+            patches.enter_context(atomic_rwlock())
             patches.enter_context(params_parsed_once())
             _APPLIED["patches"] = patches
         _APPLIED["users"] += 1

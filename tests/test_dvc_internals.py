@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import json
 import os
 import subprocess
 import sys
@@ -32,13 +33,49 @@ def repo(tmp_path):
 
 
 def test_what_the_patches_replace_still_exists():
-    for module, name in (*dvc_internals.DUMP_TARGETS, dvc_internals.PARAMS_TARGET):
+    for module, name in (*dvc_internals.DUMP_TARGETS, dvc_internals.PARAMS_TARGET,
+                         dvc_internals.RWLOCK_TARGET):
         assert callable(getattr(__import__(module, fromlist=[name]), name)), (module, name)
     from dvc.utils.serialize import _common, _yaml
 
     assert list(inspect.signature(_common._dump_data).parameters) == [
         "path", "data", "dumper", "fs", "dumper_args"]
     assert _yaml._dump_data is _common._dump_data  # imported by name: patched in both
+    from dvc import rwlock
+
+    assert list(inspect.signature(rwlock._edit_rwlock).parameters) == [
+        "lock_dir", "fs", "hardlink"]
+
+
+def test_a_killed_rwlock_write_leaves_the_old_file(tmp_path, monkeypatch):
+    """DVC rewrites .dvc/tmp/rwlock in place: killed mid-write, it is cut short
+    and every DVC command then fails. Patched, it is the old file or the new."""
+    from dvc import rwlock
+    from dvc.fs import LocalFileSystem
+
+    fs, path = LocalFileSystem(), tmp_path / "rwlock"
+    with rwlock._edit_rwlock(str(tmp_path), fs, False):
+        pass
+    before = path.read_text()
+
+    class Killed:  # json as rwlock uses it, the process dying halfway through a dump
+        load = staticmethod(json.load)
+
+        @staticmethod
+        def dump(obj, fobj):
+            fobj.write('{"read": {')
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(rwlock, "json", Killed)
+    with pytest.raises(KeyboardInterrupt), rwlock._edit_rwlock(str(tmp_path), fs, False):
+        pass
+    assert path.read_text() == '{"read": {'  # DVC's own write: cut short
+    path.write_text(before)
+    with dvc_internals.atomic_rwlock(), pytest.raises(KeyboardInterrupt), \
+            rwlock._edit_rwlock(str(tmp_path), fs, False):
+        pass
+    assert path.read_text() == before
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".rwlock")] == []
 
 
 def test_params_are_parsed_once_per_version(repo, monkeypatch):
