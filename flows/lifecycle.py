@@ -70,8 +70,23 @@ def _same_process(pid: int, created: float) -> psutil.Process | None:
 # --- what a guardian does when its flow is gone ---------------------------------------
 
 
+def _left_behind(proc: psutil.Process, listed: set[int]) -> bool:
+    """Whether ``proc`` lost the process that started it: its parent is gone
+    (re-parented to PID 1) or is itself a leftover of the same ledger. A
+    process whose parent lives belongs to that parent, even if its pid and
+    start time match a ledger's: a start time read after the system clock was
+    stepped can make a live flow look dead to another process (seen on a busy
+    VM: another flow's clean-up stopped a live flow's stages)."""
+    with contextlib.suppress(psutil.Error):
+        parent = proc.ppid()
+        return parent <= 1 or parent in listed or not psutil.pid_exists(parent)
+    return False
+
+
 def _stop(processes: list[tuple[int, float]]) -> None:
-    alive = [p for pid, created in processes if (p := _same_process(pid, created))]
+    found = [p for pid, created in processes if (p := _same_process(pid, created))]
+    listed = {p.pid for p in found}
+    alive = [p for p in found if _left_behind(p, listed)]
     for proc in alive:
         with contextlib.suppress(psutil.Error):
             proc.terminate()

@@ -81,20 +81,48 @@ def test_the_next_run_settles_what_a_killed_guardian_left(tmp_path):
     time, and removes the folder."""
     ledgers = tmp_path / "ledgers"
     ledgers.mkdir()
-    child = subprocess.Popen(["sleep", "600"], start_new_session=True)
+    orphan = orphan_sleep()  # what a dead flow's stage is: its parent gone
     folder = tmp_path / "clone"
     folder.mkdir()
     dead = subprocess.Popen(["true"])
     dead.wait()
-    me = psutil.Process(child.pid)
     ledger = {"owner": [dead.pid, 1.0], "guardian": [dead.pid, 2.0],
-              "processes": [[child.pid, me.create_time()], [os.getpid(), 3.0]],
+              "processes": [[orphan.pid, orphan.create_time()], [os.getpid(), 3.0]],
               "paths": [str(folder)], "flow_run": None}
     (ledgers / "1-x.json").write_text(json.dumps(ledger))
     assert lifecycle.clean_leftovers(folder=ledgers) == 1
-    assert child.wait(timeout=10) is not None and not folder.exists()
+    wait_for(lambda: gone(orphan.pid), timeout=10)
+    assert not folder.exists()
     assert psutil.Process(os.getpid()).is_running()  # same pid, other start time: spared
     assert not list(ledgers.glob("*.json"))
+
+
+def orphan_sleep() -> psutil.Process:
+    out = subprocess.run(["sh", "-c", "sleep 600 >/dev/null 2>&1 & echo $!"],
+                         capture_output=True, text=True, check=True).stdout
+    return psutil.Process(int(out))
+
+
+def test_a_process_whose_parent_lives_is_never_stopped_by_a_ledger(tmp_path):
+    """Even if a ledger of a dead flow names it with its pid and start time
+    (a live flow can look dead to another process after the clock is
+    stepped): it belongs to its live parent."""
+    ledgers = tmp_path / "ledgers"
+    ledgers.mkdir()
+    child = subprocess.Popen(["sleep", "600"], start_new_session=True)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    try:
+        ledger = {"owner": [dead.pid, 1.0], "guardian": [dead.pid, 2.0],
+                  "processes": [[child.pid, psutil.Process(child.pid).create_time()]],
+                  "paths": [], "flow_run": None}
+        (ledgers / "1-x.json").write_text(json.dumps(ledger))
+        assert lifecycle.clean_leftovers(folder=ledgers) == 1
+        time.sleep(1)
+        assert child.poll() is None
+    finally:
+        child.kill()
+        child.wait()
 
 
 def test_a_ledger_of_a_live_flow_is_left_alone(tmp_path):

@@ -39,8 +39,16 @@ def run(project, **params):
         state = pipeline(project=str(project.path), return_state=True, **params)
     with get_client(sync_client=True) as client:
         flow_run = client.read_flow_run(state.state_details.flow_run_id)
-        task_runs = client.read_task_runs(flow_run_filter=FlowRunFilter(
-            id=FlowRunFilterId(any_=[flow_run.id])))
+        # The server records task runs from their events, a moment after the
+        # flow ends on a busy machine: read them once all are final.
+        deadline = time.monotonic() + 60
+        while True:
+            task_runs = client.read_task_runs(flow_run_filter=FlowRunFilter(
+                id=FlowRunFilterId(any_=[flow_run.id])))
+            if all(t.state and t.state.is_final() for t in task_runs) \
+                    or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
     return state, flow_run, {stage_of(t.name): t for t in task_runs}
 
 
