@@ -458,6 +458,7 @@ def main(argv: list[str] | None = None) -> None:
                 else throughput(work, args.images, args.epochs, args.reps))
         over = None if "overhead" in args.skip else overhead(work, args.loop_images,
                                                                  args.pairs)
+        args.out.write_text(render(machine, tput, over, None, args))  # kept if a later part fails
         whole = None if "study" in args.skip else study(work, args.study_images, args.workers)
     args.out.write_text(render(machine, tput, over, whole, args))
     print(f"wrote {args.out}")
