@@ -79,8 +79,16 @@ def _left_behind(proc: psutil.Process, listed: set[int]) -> bool:
     VM: another flow's clean-up stopped a live flow's stages)."""
     with contextlib.suppress(psutil.Error):
         parent = proc.ppid()
-        return parent <= 1 or parent in listed or not psutil.pid_exists(parent)
+        return parent <= 1 or parent in listed or _gone(psutil.Process(parent))
     return False
+
+
+def _gone(proc: psutil.Process) -> bool:
+    """Ended (a zombie has ended: its children have a new parent already)."""
+    try:
+        return proc.status() == psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return True
 
 
 def _stop(processes: list[tuple[int, float]]) -> None:
@@ -223,6 +231,10 @@ def guard(owner_pid: int, ledger_path: Path) -> None:
             if now - alive or alive != seen or changed:
                 seen = alive | now
                 save()
+    if not done:  # the pipe closes before the owner's children are re-parented
+        deadline = time.monotonic() + STOP_WAIT_S
+        while not _gone(owner) and time.monotonic() < deadline:
+            time.sleep(0.02)
     if done or clean_up(ledger):
         ledger_path.unlink(missing_ok=True)
     else:  # the server did not answer: the next flow run marks the run
