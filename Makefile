@@ -66,7 +66,7 @@ pull: install  ## fetch them: then dvc repro / the flow train nothing that was p
 compare: install  ## experiments side by side: changed params, accuracy/loss per task
 	python -m tools.compare
 
-bench: install  ## benchmarks/results.md, accuracy.md (about 35 minutes; not part of the tests)
+bench: install  ## benchmarks/results.md, accuracy.md (an hour or more on 2 cores; not part of the tests)
 	python -m benchmarks.run
 	python -m benchmarks.accuracy task4_sgd
 
