@@ -255,8 +255,9 @@ def overhead(work: Path, train_size: int, pairs: int) -> dict:
             for name in (("repro", "flow") if i % 2 == 0 else ("flow", "repro")):
                 runs[name].append(noop(repro if name == "repro" else flow))
         out["noop"] = {k: statistics.median(v) for k, v in runs.items()}
+        n = len(project_stages(project))
         trivial = work / "trivial"
-        make_trivial(trivial, len(project_stages(project)))
+        make_trivial(trivial, n)
         for cmd in (("git", "init", "-q"), (sys.executable, "-m", "dvc", "init", "-q"), repro):
             subprocess.run(cmd, cwd=trivial, env=project.env, check=True, capture_output=True)
 
@@ -265,7 +266,6 @@ def overhead(work: Path, train_size: int, pairs: int) -> dict:
             subprocess.run(cmd, cwd=cwd, env=project.env, check=True, capture_output=True)
             return time.perf_counter() - start
 
-        n = len(project_stages(project))
         out["floors"] = {
             "prefect": median_of(3, lambda: floor(sys.executable, "-m", "benchmarks.floors",
                                                   "prefect", str(n), cwd=ROOT)),

@@ -77,10 +77,11 @@ def _left_behind(proc: psutil.Process, listed: set[int]) -> bool:
     start time match a ledger's: a start time read after the system clock was
     stepped can make a live flow look dead to another process (seen on a busy
     VM: another flow's clean-up stopped a live flow's stages)."""
-    with contextlib.suppress(psutil.Error):
-        parent = proc.ppid()
-        return parent <= 1 or parent in listed or _gone(psutil.Process(parent))
-    return False
+    try:
+        parent = proc.parent()  # None once the parent is gone
+    except psutil.Error:
+        return False
+    return parent is None or parent.pid <= 1 or parent.pid in listed or _gone(parent)
 
 
 def _gone(proc: psutil.Process) -> bool:
