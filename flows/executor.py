@@ -129,6 +129,7 @@ def _terminate(proc: subprocess.Popen) -> None:
     """Stop a stage's process group (the stage and anything it started)."""
     try:
         os.killpg(proc.pid, signal.SIGTERM)
+        os.killpg(proc.pid, signal.SIGCONT)  # a suspended stage (Ctrl-Z) gets its TERM now
         proc.wait(timeout=10)
     except (ProcessLookupError, subprocess.TimeoutExpired):
         with contextlib.suppress(ProcessLookupError):

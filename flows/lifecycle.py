@@ -99,6 +99,7 @@ def _stop(processes: list[tuple[int, float]]) -> None:
     for proc in alive:
         with contextlib.suppress(psutil.Error):
             proc.terminate()
+            proc.resume()  # a suspended process gets its TERM now, not a KILL later
     _, still = psutil.wait_procs(alive, timeout=STOP_WAIT_S)
     for proc in still:
         with contextlib.suppress(psutil.Error):

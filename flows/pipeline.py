@@ -32,6 +32,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefect.exceptions import TerminationSignal
 from prefect.futures import PrefectFuture, as_completed
 from prefect.runtime import flow_run
 from prefect.states import Completed, Failed
@@ -338,18 +339,25 @@ class Scheduler:
 
     def run(self) -> dict[str, str]:
         waiting = list(self.wanted)  # dependencies first
-        while waiting or self.running or self.to_run:
-            for stage in list(waiting):
-                if not set(self.dvc.graph[stage]) & (set(waiting) | self._unfinished()):
-                    waiting.remove(stage)
-                    self.start(stage)
-            working = sum(ran for _, ran in self.running.values())
-            while self.to_run and working < self.workers:
-                stage, why = self.to_run.pop(0)
-                self.running[self.submit(stage, RUN, why)] = (stage, True)
-                working += 1
-            if self.running:
-                self.finish(next(as_completed(list(self.running))))
+        try:
+            while waiting or self.running or self.to_run:
+                for stage in list(waiting):
+                    if not set(self.dvc.graph[stage]) & (set(waiting) | self._unfinished()):
+                        waiting.remove(stage)
+                        self.start(stage)
+                working = sum(ran for _, ran in self.running.values())
+                while self.to_run and working < self.workers:
+                    stage, why = self.to_run.pop(0)
+                    self.running[self.submit(stage, RUN, why)] = (stage, True)
+                    working += 1
+                if self.running:
+                    self.finish(next(as_completed(list(self.running))))
+        except (KeyboardInterrupt, TerminationSignal):
+            # Ctrl-C, or `kill PID` (Prefect raises TerminationSignal here). The
+            # stages run in sessions of their own: stopped now, or this process
+            # would wait for them (minutes) in the task runner's shut-down.
+            stop_stages()
+            raise
         return self.states
 
 

@@ -419,6 +419,25 @@ def _descendants(pid: int) -> list[psutil.Process]:
     return psutil.Process(pid).children(recursive=True)
 
 
+# Enough epochs that a fast machine cannot finish them during the test's few
+# seconds; the training is suspended (SIGSTOP) as well, so that what is left to
+# resume does not depend on the machine's speed (CI once finished all three).
+EPOCHS = 5
+
+
+def _suspend_training(flow_pid: int) -> psutil.Process:
+    """SIGSTOP the flow's task2 training (as Ctrl-Z would): whatever stops the
+    flow must still stop it, and its checkpoint stays part-way."""
+    stage = next(p for p in _descendants(flow_pid) if "stages.train" in " ".join(p.cmdline()))
+    stage.suspend()
+    return stage
+
+
+def _epochs_done(root: Path) -> int:
+    meta = root / ".work/train@task2/seed_42/checkpoint/meta.json"
+    return json.loads(meta.read_text())["epochs_done"]
+
+
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["kill-9", "kill"])
 def test_a_killed_flow_leaves_nothing_behind_and_its_rerun_resumes(built, sig):
     """No PREFECT_API_URL: the flow starts a temporary Prefect server. Killed
@@ -426,16 +445,18 @@ def test_a_killed_flow_leaves_nothing_behind_and_its_rerun_resumes(built, sig):
     nothing it started outlives it by more than a few seconds: not the
     server, not the stage, not the experiment's temporary clone."""
     built.env = flow_env(built)
-    args = [sys.executable, "-m", "flows.pipeline", "-S", "tasks.task2.epochs=3"]
+    args = [sys.executable, "-m", "flows.pipeline", "-S", f"tasks.task2.epochs={EPOCHS}"]
     flow = start(built, *args)
     checkpoints = built.path / ".work" / "experiments"
     wait_for(lambda: list(checkpoints.glob("*/train@task2/seed_42/checkpoint/meta.json")),
              timeout=600)
+    stage = _suspend_training(flow.pid)
     started = _descendants(flow.pid)
     cmds = [" ".join(p.cmdline()) for p in started]
-    assert any("uvicorn" in c for c in cmds) and any("stages.train" in c for c in cmds), cmds
-    clone = next(Path(p.cwd()) for p in started if "stages.train" in " ".join(p.cmdline()))
+    assert any("uvicorn" in c for c in cmds), cmds
+    clone = Path(stage.cwd())
     assert clone.is_dir() and clone != built.path
+    assert _epochs_done(clone) < EPOCHS  # so that the rerun has something to resume
     os.kill(flow.pid, sig)  # the flow's process alone, not its group
     finish(flow, timeout=120)
     wait_for(lambda: not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE
@@ -452,10 +473,12 @@ def test_a_lost_server_ends_the_flow_and_its_run_is_marked_on_return(built, tmp_
     server = PrefectServer(tmp_path / "server-home").start()
     try:
         built.env = flow_env(built, PREFECT_API_URL=server.url)
-        built.edit_params(lambda d: d["tasks"]["task2"].update(epochs=3))
+        built.edit_params(lambda d: d["tasks"]["task2"].update(epochs=EPOCHS))
         flow = start(built, sys.executable, "-m", "flows.pipeline")
         meta = built.path / ".work/train@task2/seed_42/checkpoint/meta.json"
         wait_for(meta.is_file, timeout=600)
+        _suspend_training(flow.pid)
+        assert _epochs_done(built.path) < EPOCHS
         server.kill()
         lost = time.monotonic()
         out = finish(flow, timeout=120)
