@@ -30,7 +30,6 @@ import contextlib
 import hashlib
 import json
 import os
-import re
 import shlex
 import shutil
 import signal
@@ -52,13 +51,6 @@ import psutil
 # it ran.
 _WORKER_CAPS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 ERROR_TAIL = 8  # lines of a failed stage's output that become the failure's message
-# TensorFlow's start-up lines, written by its C++ libraries straight to stderr
-# (no environment variable silences them all): dropped from the stage logs.
-NOISE = re.compile(r"^(WARNING: All log messages before absl::InitializeLog\(\)"
-                   r"|I\d{4} [\d:.]+\s+\d+ \S+\.cc:\d+\]"
-                   r"|.*oneDNN custom operations are on"
-                   r"|.*This TensorFlow binary is optimized"
-                   r"|.*To enable the following instructions)")
 CODE = ("mnist_cnn", "stages")  # the packages a stage's command runs
 PROVENANCE = ("uv.lock",)  # files the stages record the hash of
 CODE_ENV, WORK_ENV = "MNIST_CNN_CODE", "MNIST_CNN_WORKER_DIR"
@@ -98,9 +90,8 @@ def run_command(cmd: str, root: str, stage: str, emit: Callable[[str], None]) ->
     try:
         for line in proc.stdout:
             line = line.rstrip()
-            if not NOISE.match(line):
-                tail.append(line)
-                emit(line)
+            tail.append(line)
+            emit(line)
         code = proc.wait()
     finally:
         _RUNNING.discard(proc)

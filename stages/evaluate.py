@@ -7,9 +7,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from mnist_cnn.cli import runner
+from mnist_cnn.cli import quiet, runner
 from mnist_cnn.cli.checks import check_task_name
-from mnist_cnn.evaluation import evaluate
+
+quiet.import_tensorflow()  # before the import below pulls it in with its start-up lines
+from mnist_cnn.evaluation import evaluate  # noqa: E402
 
 PARAMS = ["seed", "seeds"]
 

@@ -53,7 +53,8 @@ def built_template(tmp_path_factory, mnist_npz) -> Project:
     """A small-subset project after its first `dvc repro`, committed. Built
     once per session; tests that change it work on a copy (``built``)."""
     project = make_project(tmp_path_factory.mktemp("template") / "project", mnist_npz)
-    project.first_repro = project.dvc("repro").stdout
+    repro = project.dvc("repro")
+    project.first_repro, project.first_repro_stderr = repro.stdout, repro.stderr
     project.commit("built")
     return project
 

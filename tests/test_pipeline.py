@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from mnist_cnn.cli.quiet import NOISE
 from tests.conftest import TASKS, ran, snapshot
 
 pytestmark = pytest.mark.slow
@@ -25,6 +26,12 @@ def test_repro_builds_every_task_and_the_report(built_template):
     rows = [line for line in report.splitlines() if line.startswith("| task")]
     assert [r.split(" | ")[0].removeprefix("| ") for r in rows[1:]] == TASKS
     assert "| task1 | conv32 5x5 sigmoid → flatten → dense10 softmax | 185,162 | 1 |" in report
+    # What `dvc repro` prints is for people: Keras' epoch lines, none of
+    # TensorFlow's C++ start-up lines (tensorflow#100442; mnist_cnn/cli/quiet.py).
+    printed = (built.first_repro + built.first_repro_stderr).splitlines()
+    assert sum(" - epoch_seconds: " in line for line in printed) >= len(TASKS), printed
+    noise = [line for line in printed if NOISE.match(line.encode())]
+    assert not noise, noise
     # DVC sees the metrics: one file, every task's accuracy and loss.
     shown = json.loads(built.dvc("metrics", "show", "--json").stdout)
     (summary,) = next(iter(shown.values()))["data"].values()

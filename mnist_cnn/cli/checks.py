@@ -26,6 +26,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from mnist_cnn.cli import quiet
 from mnist_cnn.dataset import IMAGE_SHAPE, NUM_CLASSES
 from mnist_cnn.layers import LAYERS
 from mnist_cnn.optimizers import OPTIMIZERS, ExponentialDecay
@@ -110,6 +111,7 @@ def architecture_problems(name: str, task: Task) -> list[str]:
     here: only what trains or is asked to check pays for TensorFlow), and
     name the layer and key of each problem. Weights are never allocated: a
     typo's billion parameters are counted, not built."""
+    quiet.import_tensorflow()
     import keras
 
     key = f"tasks.{name}.layers"
