@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from mnist_cnn.params import read
@@ -109,6 +110,14 @@ def wait_for(condition, timeout=120.0, interval=0.05):
             return
         time.sleep(interval)
     raise AssertionError("timed out waiting")
+
+
+def gone(pid: int) -> bool:
+    """Exited (a zombie not yet reaped counts: it runs nothing)."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
 
 
 def stage_processes(folder: Path) -> list[str]:

@@ -18,7 +18,7 @@ import psutil
 import pytest
 
 from flows import lifecycle
-from tests.conftest import ROOT, wait_for
+from tests.conftest import ROOT, gone, wait_for
 
 # A stand-in for a flow process: a guardian, a child process (as Prefect's
 # temporary server or a stage is), a registered folder; then it waits.
@@ -49,13 +49,6 @@ def start_owner(tmp_path: Path, mode: str = "wait") -> tuple[subprocess.Popen, P
         wait_for(lambda: any(child in p.read_text() for p in ledgers.glob("*.json")),
                  timeout=10)
     return proc, Path(folder), int(child)
-
-
-def gone(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["kill-9", "kill"])

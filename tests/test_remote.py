@@ -30,7 +30,7 @@ from prefect.settings import PREFECT_API_URL
 from flows.dvc_project import DvcProject
 from flows.executor import CODE, CODE_ENV, PROVENANCE, WORK_ENV
 from flows.pipeline import pipeline
-from tests.conftest import ROOT, make_project, ran, wait_for
+from tests.conftest import ROOT, gone, make_project, ran, wait_for
 from tests.sandbox import Project, project_env
 
 pytestmark = pytest.mark.slow
@@ -168,10 +168,15 @@ def test_what_the_remote_holds_is_restored_without_a_worker(setup):
         (project.path / "data/metrics.json").read_bytes()
 
 
+# Enough epochs that a fast machine is still training when the test looks
+# (CI once finished four before the test's first look).
+EPOCHS = 30
+
+
 def test_a_worker_killed_mid_stage_records_nothing_half_done(setup):
     project, _, cluster, root, _ = setup
-    project.edit_params(lambda d: d["tasks"]["task1"].update(epochs=4))
-    project.commit("four epochs")
+    project.edit_params(lambda d: d["tasks"]["task1"].update(epochs=EPOCHS))
+    project.commit("more epochs")
     lock_before = (project.path / "dvc.lock").read_text()
     env = {**project.env, "PREFECT_API_URL": PREFECT_API_URL.value()}
     env.pop("MNIST_NPZ", None)
@@ -195,10 +200,22 @@ def test_a_worker_killed_mid_stage_records_nothing_half_done(setup):
                 return proc
         return None
 
-    wait_for(lambda: training() is not None, timeout=600, interval=0.5)
-    worker = training().parent()  # a Dask worker process (the nanny's child)
+    found: list[psutil.Process] = []
+
+    def caught() -> bool:
+        assert flow_proc.poll() is None, flow_proc.communicate()[0]
+        if (stage := training()) is not None:
+            stage.suspend()  # so that the kill lands mid-stage however fast the machine
+            found.append(stage)
+        return bool(found)
+
+    wait_for(caught, timeout=600, interval=0.1)
+    (stage,) = found
+    worker = stage.parent()  # a Dask worker process (the nanny's child)
     assert worker.pid != flow_proc.pid and "spawn_main" in " ".join(worker.cmdline())
     os.kill(worker.pid, signal.SIGKILL)  # the worker process, by its PID
+    stage.resume()  # as an orphan, it stops itself
+    wait_for(lambda: gone(stage.pid), timeout=30)
     out = flow_proc.communicate(timeout=900)[0]
     if flow_proc.returncode == 0:  # retried on another worker process
         assert "train@task1" not in project.dvc("status").stdout
