@@ -504,12 +504,13 @@ def test_a_lost_server_ends_the_flow_and_its_run_is_marked_on_return(built, tmp_
 
 def test_a_full_disk_is_one_line_and_the_rerun_goes_on(built):
     """The stage's work folder on a 2 MB file system of its own (a mount
-    namespace: nothing outside this command sees it)."""
-    if subprocess.run(["unshare", "-m", "true"], capture_output=True).returncode:
-        pytest.skip("needs mount namespaces (root, or user namespaces) to fill a disk")
+    namespace: nothing outside this command sees it). ``-r`` (a user namespace)
+    lets a user who is not root mount it too."""
+    if subprocess.run(["unshare", "-rm", "true"], capture_output=True).returncode:
+        pytest.skip("needs user and mount namespaces (unshare -rm) to fill a disk")
     (built.path / ".work").mkdir(exist_ok=True)
     built.edit_params(lambda d: d["tasks"]["task2"].update(epochs=2))
-    proc = built.run("unshare", "-m", "sh", "-c", 'mount -t tmpfs -o size=2m tmpfs .work && '
+    proc = built.run("unshare", "-rm", "sh", "-c", 'mount -t tmpfs -o size=2m tmpfs .work && '
                      f'"{sys.executable}" -m dvc repro train@task2', check=False)
     assert proc.returncode != 0
     assert "error: no space left on the file system of " in proc.stderr, proc.stderr
