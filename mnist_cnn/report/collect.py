@@ -21,6 +21,14 @@ from mnist_cnn.report.notebook import NOTEBOOK
 CURVES = ("loss", "accuracy", "epoch_seconds")
 
 
+def hidden_activation(task: Task) -> str:
+    """The activation of every hidden layer (all but the output layer) if
+    they share one (``sigmoid``), else ``mixed``; what a finding means by a
+    sigmoid or a ReLU model."""
+    found = {a for layer in task.layers[:-1] if (a := getattr(layer, "activation", None))}
+    return found.pop() if len(found) == 1 else "mixed"
+
+
 def describe_layers(task: Task) -> str:
     """``conv32 5x5 sigmoid ×2 → flatten → dense10 softmax``."""
     runs = [(text, len(list(group)))
@@ -67,6 +75,8 @@ def collect(tasks: dict[str, Task], seeds: list[int], models: Path,
             "nb_params": ref.param_count if ref else None,
             "epochs": task.epochs,
             "optimizer": task.optimizer.describe(),
+            "optimizer_name": task.optimizer.name,
+            "activation": hidden_activation(task),
             "seeds": len(per_seed),
             **{column: value for m in METRICS.values() for column, value in (
                 (m.key, summary[m.file_key]),

@@ -95,7 +95,7 @@ def accuracy(data: ReportData) -> bytes:
 def training_curves(data: ReportData) -> bytes:
     """Training loss and accuracy per epoch, one line per task."""
     curves = data.curves
-    fig, axes = _subplots(1, 2, figsize=(11, 4))
+    fig, axes = _subplots(1, 2, figsize=(12, 4))
     for task, part in curves.groupby("task", sort=False):
         for ax, metric in zip(axes, ("loss", "accuracy"), strict=True):
             ax.plot(part["epoch"], part[metric], marker="o", ms=3, label=task)
@@ -104,8 +104,11 @@ def training_curves(data: ReportData) -> bytes:
         ax.set_ylabel(f"training {metric}")
         ax.grid(alpha=0.3)
     axes[0].set_yscale("log")
-    axes[1].legend(fontsize=7, loc="lower right")
-    fig.suptitle("Training curves (mean over seeds)")
+    # Beside the plots, never over a line.
+    axes[1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1), borderaxespad=0)
+    seeds = int(data.df["seeds"].max())
+    fig.suptitle("Training curves" + (f" (mean over {seeds} seeds)" if seeds > 1 else
+                                      " (one seed)"))
     return _png(fig)
 
 
