@@ -5,6 +5,11 @@ accuracy, seconds per epoch) for each seed, and ``<out>/config.json``, the
 effective config and environment the models were trained with. ``<out>``
 appears atomically once every seed is done.
 
+While a seed trains, its dvclive log lives in a folder of its own beside a
+``dvc.yaml`` that dvclive keeps (``<live>/dvc.yaml``, listing each seed's
+plots), so ``dvc plots show`` and DVC's VS Code extension show the curves
+epoch by epoch; the folder goes once the models are published.
+
 Interrupted training resumes. Work in progress lives in a work folder outside
 DVC's outputs: after every epoch a checkpoint (weights and optimizer state,
 with the config, code and data it was trained with) replaces the previous one
@@ -20,6 +25,7 @@ import logging
 import math
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import keras
@@ -124,19 +130,19 @@ def _differences(saved: dict, current: dict) -> list[str]:
             for key in sorted(old.keys() | new.keys()) if old.get(key) != new.get(key)]
 
 
-def resumable_epochs(work: Path, meta: dict) -> int:
+def resumable_epochs(work: Path, live: Path, meta: dict) -> int:
     """Epochs the checkpoint in ``work`` has done, if it was trained with
-    ``meta`` (config, code, data); else discard the seed's work and return 0."""
+    ``meta`` (config, code, data); else discard the seed's work and its log
+    (``live``) and return 0."""
     saved = work / CHECKPOINT / META
-    if not saved.is_file():
-        shutil.rmtree(work, ignore_errors=True)  # nothing a later epoch could build on
-        return 0
-    old = json.loads(saved.read_text())
-    changed = _differences({k: old.get(k) for k in meta}, meta)
-    if changed:
-        log.info("discarding the checkpoint in %s (epoch %d): trained with other %s",
-                 work, old["epochs_done"], "; ".join(changed[:5]))
-        shutil.rmtree(work)
+    old = json.loads(saved.read_text()) if saved.is_file() else None
+    changed = _differences({k: old.get(k) for k in meta}, meta) if old else []
+    if old is None or changed:  # nothing a later epoch could build on
+        if changed:
+            log.info("discarding the checkpoint in %s (epoch %d): trained with other %s",
+                     work, old["epochs_done"], "; ".join(changed[:5]))
+        shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(live, ignore_errors=True)
         return 0
     return old["epochs_done"]
 
@@ -151,9 +157,10 @@ def rewind_log(live_dir: Path, epochs: int) -> None:
 
 
 def train_one(cfg: TrainConfig, seed: int, x: np.ndarray, y: np.ndarray, work: Path,
-              meta: dict) -> None:
-    """Train ``cfg``'s model with ``seed``; model and log end up in ``work``.
-    Resumes from ``work``'s checkpoint if it was trained with ``meta``."""
+              live: Path, meta: dict, watch: list[keras.callbacks.Callback] = ()) -> None:
+    """Train ``cfg``'s model with ``seed``; the model ends up in ``work``, its
+    per-epoch log in ``live``. Resumes from ``work``'s checkpoint if it was
+    trained with ``meta``. ``watch``: callbacks that only look (progress)."""
     epochs = cfg.spec.epochs
     steps = math.ceil(len(x) / cfg.batch_size)
     # Fresh layer names: the same model file from any process (and no
@@ -161,20 +168,20 @@ def train_one(cfg: TrainConfig, seed: int, x: np.ndarray, y: np.ndarray, work: P
     keras.utils.clear_session(free_memory=False)
     set_determinism(seed)
     model = compile_model(cfg.spec, cfg.precision, cfg.task, steps_per_execution(steps))
-    start = resumable_epochs(work, meta)
+    start = resumable_epochs(work, live, meta)
     if start:
         log.info("%s seed %d: resuming after epoch %d of %d", cfg.task, seed, start, epochs)
         model.optimizer.build(model.trainable_variables)  # so its state loads too
         model.load_weights(work / CHECKPOINT / WEIGHTS)
-        rewind_log(work / LIVE, start)
-    live = Live(dir=str(work / LIVE), resume=start > 0, dvcyaml=None, save_dvc_exp=False,
-                report=None)
-    live.step = start  # dvclive's own resume guesses from its summary; we know
+        rewind_log(live, start)
+    logger = Live(dir=str(live), resume=start > 0, dvcyaml=str(live.parent / "dvc.yaml"),
+                  save_dvc_exp=False, report=None)
+    logger.step = start  # dvclive's own resume guesses from its summary; we know
     model.fit(training_data(x, y, cfg.batch_size, seed, start, epochs), shuffle=False,
-              epochs=epochs, initial_epoch=start, steps_per_epoch=steps, verbose=2,
+              epochs=epochs, initial_epoch=start, steps_per_epoch=steps, verbose=0,
               # dvclive logs before the checkpoint is taken: see rewind_log.
-              callbacks=[EpochTimer(), DVCLiveCallback(live=live),
-                         Checkpoint(work / CHECKPOINT, meta)])
+              callbacks=[EpochTimer(), DVCLiveCallback(live=logger),
+                         Checkpoint(work / CHECKPOINT, meta), *watch])
     with atomic_path(work / MODEL) as tmp:  # its presence means "this seed is done"
         model.save(tmp)
 
@@ -191,23 +198,29 @@ def effective_config(cfg: TrainConfig, model: keras.Model, n_images: int) -> dic
     }
 
 
-def train(cfg: TrainConfig, data: Path, out: Path, work: Path) -> None:
+def train(cfg: TrainConfig, data: Path, out: Path, work: Path, live: Path,
+          watch: Callable[[int], list[keras.callbacks.Callback]] | None = None) -> None:
     """Train every seed of ``cfg`` on the prepared ``data``; publish to ``out``.
-    ``work`` keeps the work in progress (checkpoints, finished seeds) until then."""
+    ``work`` keeps the work in progress (checkpoints, finished seeds) until
+    then, ``live`` the seeds' dvclive logs. ``watch(k)``: callbacks that only
+    look at the k-th seed's training (1-based)."""
     x, y = load_split(data, "train")
     meta = {"config": cfg.model_dump(mode="json"), "code": result_code(),
             "data": {name: file_digest(Path(data) / f"train_{name}.npy") for name in "xy"}}
-    for seed in cfg.seeds:
-        folder = seed_dir(work, seed)
-        if (folder / MODEL).is_file() and resumable_epochs(folder, meta) == cfg.spec.epochs:
+    for k, seed in enumerate(cfg.seeds, start=1):
+        folder, log_dir = seed_dir(work, seed), seed_dir(live, seed)
+        if (folder / MODEL).is_file() and \
+                resumable_epochs(folder, log_dir, meta) == cfg.spec.epochs:
             log.info("%s seed %d: already trained in an earlier attempt", cfg.task, seed)
             continue
         log.info("training %s, seed %d, on %d images", cfg.task, seed, len(x))
-        train_one(cfg, seed, x, y, folder, meta)
+        train_one(cfg, seed, x, y, folder, log_dir, meta, watch(k) if watch else [])
     model = keras.models.load_model(seed_dir(work, cfg.seeds[0]) / MODEL)
     with atomic_dir(out) as staging:
         for seed in cfg.seeds:
             shutil.copytree(seed_dir(work, seed), seed_dir(staging, seed),
                             ignore=shutil.ignore_patterns(CHECKPOINT))
+            shutil.copytree(seed_dir(live, seed), seed_dir(staging, seed) / LIVE)
         write_json(staging / CONFIG, effective_config(cfg, model, len(x)))
     shutil.rmtree(work)
+    shutil.rmtree(live)

@@ -15,9 +15,23 @@ from mnist_cnn.cli import quiet, runner
 from mnist_cnn.cli.checks import check_task_name
 
 quiet.import_tensorflow()  # before the import below pulls it in with its start-up lines
+import keras  # noqa: E402
+
+from mnist_cnn.cli import progress  # noqa: E402
 from mnist_cnn.training import train  # noqa: E402
 
 PARAMS = ["seed", "seeds", "train", "tasks.{task}"]
+
+
+class Progress(keras.callbacks.Callback):
+    """Says where the k-th seed's training is after each epoch (mnist_cnn.cli.progress)."""
+
+    def __init__(self, lines: progress.Epochs, k: int):
+        super().__init__()
+        self.lines, self.k = lines, k
+
+    def on_epoch_end(self, epoch, logs=None):
+        progress.say(self.lines.line(self.k, epoch + 1, logs or {}))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -34,7 +48,9 @@ def main(argv: list[str] | None = None) -> None:
     with runner.stage(name, args.params, [k.format(task=task) for k in PARAMS],
                       inputs=[args.data], shapes=[task]) as params:
         check_task_name(task, params, args.params)
-        train(params.train_config(task), args.data, args.models / task, runner.work_dir(name))
+        lines = progress.epochs()
+        train(params.train_config(task), args.data, args.models / task, runner.work_dir(name),
+              runner.work_dir("live") / task, lambda k: [Progress(lines, k)] if lines else [])
 
 
 if __name__ == "__main__":

@@ -26,10 +26,12 @@ def test_repro_builds_every_task_and_the_report(built_template):
     rows = [line for line in report.splitlines() if line.startswith("| task")]
     assert [r.split(" | ")[0].removeprefix("| ") for r in rows[1:]] == TASKS
     assert "| task1 | conv32 5x5 sigmoid → flatten → dense10 softmax | 185,162 | 1 |" in report
-    # What `dvc repro` prints is for people: Keras' epoch lines, none of
-    # TensorFlow's C++ start-up lines (tensorflow#100442; mnist_cnn/cli/quiet.py).
+    # What `dvc repro` prints is for people: a line per epoch saying where the
+    # stage is, none of TensorFlow's C++ start-up lines (tensorflow#100442;
+    # mnist_cnn/cli/quiet.py).
     printed = (built.first_repro + built.first_repro_stderr).splitlines()
-    assert sum(" - epoch_seconds: " in line for line in printed) >= len(TASKS), printed
+    assert sum(" · seed 1/1 · epoch 1/1 · loss " in line for line in printed) == len(TASKS), \
+        printed
     noise = [line for line in printed if NOISE.match(line.encode())]
     assert not noise, noise
     # DVC sees the metrics: one file, every task's accuracy and loss.
@@ -92,3 +94,22 @@ def test_a_task_with_a_new_layer_and_optimizer_options_is_one_params_edit(built)
     assert ("| task4_adam_dropout | conv32 5x5 relu ×2 → flatten → dropout0.25 → dense10 "
             "softmax | 154,474 | 1 | Adam (default lr), beta_1 0.85, weight_decay 0.0001 |"
             in report), report
+
+
+def test_make_run_says_where_the_run_is_and_what_is_left(built):
+    """`make run` (python -m tools.dvc repro): stage k of n, seed, epoch, the
+    time per epoch, what is left of the stage and of the run, estimated from
+    what the same stages took here before (the template's first run)."""
+    import re
+    import sys
+
+    built.edit_params(lambda d: d["tasks"]["task1"].update(epochs=2))
+    out = built.run(sys.executable, "-m", "tools.dvc", "repro").stdout
+    assert re.search(r"^\[1/3\] train@task1 · about \d+s · run \d+s left$", out, re.M), out
+    epochs = re.findall(r"^\[1/3\] train@task1 · seed 1/1 · epoch (\d)/2 · loss [\d.]+ · "
+                        r"accuracy [\d.]+ · [\d.]+ s/epoch · stage \d+s left · run \d+s left$",
+                        out, re.M)
+    assert epochs == ["1", "2"], out
+    assert re.search(r"^\[2/3\] evaluate@task1 · about \d+s", out, re.M), out
+    assert re.search(r"^\[3/3\] report · about \d+s · run \d+s left$", out, re.M), out
+    assert out.count("Updating lock file 'dvc.lock'") == 3  # once a stage

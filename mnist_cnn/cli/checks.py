@@ -34,6 +34,9 @@ from mnist_cnn.params import PARAMS_FILE, TASK_NAME, Data, Params, Task, TrainDe
 
 MAX_SEED = 2**32 - 1  # NumPy's generators refuse larger seeds
 MAX_MODEL_PARAMS = 50_000_000  # far above the study's largest (2.4 M): a typo, not a model
+# A task's name becomes folder, file and DVC stage names (`.work/evaluate@<task>.holder`);
+# a file name has at most 255 bytes.
+MAX_TASK_NAME = 64
 
 
 class ParamsError(ValueError):
@@ -185,9 +188,16 @@ def validate(data: Any, source: str = str(PARAMS_FILE),
             continue  # reported above
         problems += architecture_problems(name, task)
     problems += seed_problems(data.get("seed"), data.get("seeds", 1))
+    problems += [task_name_problem(name) for name in (tasks if isinstance(tasks, dict) else ())
+                 if isinstance(name, str) and len(name) > MAX_TASK_NAME]
     if problems:
         raise ParamsError(source, problems)
     return params
+
+
+def task_name_problem(name: str) -> str:
+    return (f"tasks.{name[:24]}...: a task name has at most {MAX_TASK_NAME} characters (it "
+            f"names folders, files and DVC stages), this one {len(name)}")
 
 
 def _yaml_problem(exc: Exception) -> str:

@@ -40,7 +40,8 @@ from pathlib import Path
 import psutil
 from filelock import FileLock, Timeout
 
-from mnist_cnn.cli.checks import ParamsError, load_params
+from mnist_cnn.cli import progress
+from mnist_cnn.cli.checks import MAX_TASK_NAME, ParamsError, load_params, task_name_problem
 from mnist_cnn.dataset import DataError
 from mnist_cnn.params import PARAMS_FILE, TASK_NAME, Params, get_key, read
 from mnist_cnn.provenance import file_digest, result_code
@@ -163,8 +164,8 @@ def stage(name: str, params_file: str | Path, keys: list[str], inputs: Iterable[
           shapes: bool | Collection[str] = False) -> Iterator[Params]:
     """Run a stage's core inside: its lock held, stopped if orphaned, its params
     loaded and checked (every problem named before any work; ``shapes``: the
-    layers of every task, or of the tasks it names, built with Keras too), and
-    its inputs compared after it.
+    layers of every task, or of the tasks it names, built with Keras too), its
+    inputs compared after it; and it says where it is in its run (progress).
 
     ``keys`` are the params keys the stage reads, those of its ``params:`` in
     dvc.yaml (tests/test_dvc_yaml.py checks); ``inputs`` the files and
@@ -174,12 +175,13 @@ def stage(name: str, params_file: str | Path, keys: list[str], inputs: Iterable[
         # Inputs first: an edit between the two reads shows as a change.
         watched = Inputs(params_file, keys, inputs)
         params = load_params(params_file, shapes)
-        yield params
-        if changed := watched.changes():
-            raise InputsChanged(
-                f"{name}: its inputs changed while it ran ({'; '.join(changed)}), so its "
-                "outputs are from the old ones; DVC must not record them as the new ones' "
-                "result. Run it again.")
+        with progress.timed(name, params):
+            yield params
+            if changed := watched.changes():
+                raise InputsChanged(
+                    f"{name}: its inputs changed while it ran ({'; '.join(changed)}), so its "
+                    "outputs are from the old ones; DVC must not record them as the new "
+                    "ones' result. Run it again.")
 
 
 # --- a full disk --------------------------------------------------------------------------
@@ -220,7 +222,11 @@ def run(main: Callable[[], object]) -> int:
                         datefmt="%H:%M:%S")
     try:
         main()
-    except (ParamsError, DataError, StageBusy, InputsChanged) as exc:
+    except ParamsError as exc:  # one line per problem: whoever reads the last lines gets them
+        for problem in exc.problems:
+            print(f"error: {exc.source}: {problem}", file=sys.stderr)
+        return 1
+    except (DataError, StageBusy, InputsChanged) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:
@@ -242,6 +248,8 @@ def task_name(given: str | None) -> str:
         raise ParamsError("--task", ["give --task NAME (or run this through `dvc repro`, "
                                      "which sets DVC_STAGE)"])
     name = given or stage_name.partition("@")[2]
+    if len(name) > MAX_TASK_NAME:  # before it names a lock file
+        raise ParamsError("--task" if given else str(PARAMS_FILE), [task_name_problem(name)])
     if not re.fullmatch(TASK_NAME, name):  # it names the stage's lock and work files
         if given:
             raise ParamsError("--task", [f"{name!r} is not a task name (letters, digits, _)"])
