@@ -21,9 +21,12 @@ export DVC_NO_ANALYTICS := 1
 PREFECT_PORT ?= 4200
 UI_URL := http://127.0.0.1:$(PREFECT_PORT)
 
-.PHONY: install run flow test check-params push pull compare bench bench-cache lint ui serve ui-stop clean
+.PHONY: help install run flow test check-params push pull compare bench bench-cache lint ui serve ui-stop clean
 
-install: $(STAMP)
+help:  ## this list
+	@grep -E '^[a-z-]+:.*## ' Makefile | sed -E 's/^([a-z-]+):.*## /\1\t/' | expand -t 14
+
+install: $(STAMP)  ## .venv exactly as uv.lock pins it (every other target runs it first)
 
 # Exactly what uv.lock lists (anything else is removed), this project editable.
 # Stops if uv.lock is stale against pyproject.toml.
@@ -51,7 +54,7 @@ run: install  ## the whole pipeline; reruns only what changed (dvc repro, see to
 flow: install  ## the same pipeline as one Prefect flow run (see README)
 	python -m flows.pipeline
 
-test: install
+test: install  ## the test suite (real DVC, Prefect and Keras on a small subset)
 	python -m pytest
 
 check-params: install  ## validate params.yaml, listing every problem
@@ -73,7 +76,7 @@ bench: install  ## benchmarks/results.md, accuracy.md (an hour or more on 2 core
 bench-cache: install  ## cache timings on this built project: make bench-cache FULL_RUN_SECONDS=<make run's time>
 	python -m benchmarks.cache --project . $(if $(FULL_RUN_SECONDS),--full-run-seconds $(FULL_RUN_SECONDS))
 
-lint: install
+lint: install  ## ruff over the code and tests
 	ruff check mnist_cnn stages flows tools tests benchmarks .dvc/plots/build_template.py
 
 ui: install  ## a local Prefect server (SQLite) with its UI, in the background; idempotent
@@ -84,7 +87,7 @@ ui: install  ## a local Prefect server (SQLite) with its UI, in the background; 
 serve: ui  ## serve the flow as a deployment: the UI's Run button starts the study
 	PREFECT_API_URL=$(UI_URL)/api python -m flows.serve $(SERVE_ARGS)
 
-ui-stop: install
+ui-stop: install  ## stop the server of make ui
 	python -m tools.prefect_server stop
 
 clean:  ## pipeline outputs only (DVC's cache in .dvc/cache stays)

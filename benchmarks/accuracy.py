@@ -64,7 +64,8 @@ def main(argv: list[str] | None = None) -> None:
         plain, _ = train_plain(args.task, task, x, y, args.epochs, seed)
         with tempfile.TemporaryDirectory() as tmp:
             work = Path(tmp) / "work"
-            train_one(cfg, seed, x, y, work, {"config": cfg.model_dump(mode="json")})
+            train_one(cfg, seed, x, y, work, Path(tmp) / "live",
+                      {"config": cfg.model_dump(mode="json")})
             ours = keras.models.load_model(work / MODEL)
         accs = [m.evaluate(x_test, y_test, batch_size=1000, verbose=0)[1] for m in (plain, ours)]
         rows.append((seed, *accs))

@@ -45,7 +45,7 @@ import time
 from pathlib import Path
 
 from benchmarks.run import cpu_model, flow_seconds, prefect_server, task_run_states, timed
-from flows.pipeline import run_name
+from flows.ui import run_label as run_name
 from mnist_cnn.params import read
 from tests.sandbox import ROOT, Project, default_mnist, edit_params, project_env
 

@@ -6,12 +6,15 @@ machine slows both sides alike. Three parts:
 
 1. Training throughput of the train stage against the notebook's way of
    training (benchmarks/plain_keras.py), same model, data and epochs.
-2. Overhead: a no-op ``dvc repro``, a no-op flow run (every task run ends
-   ``UpToDate``; with a Prefect server and without), and a run after one
-   changed hyperparameter minus the time spent training and evaluating that
-   task.
-3. The whole study run by hand stage after stage, against one flow run
-   with concurrent stages.
+2. The edit-to-result loop: ``dvc repro`` (and ``python -m tools.dvc
+   repro``, what ``make run`` runs) against the flow, alternated: no-op runs
+   on the study and at 200 tasks, runs after one changed hyperparameter,
+   and how long a TensorFlow stage takes to start, from a ready interpreter
+   and from a plain process.
+3. The whole study run by ``dvc repro``, against the flow with concurrent
+   stages.
+4. A sweep of four learning rates through the flow, against the same four
+   points by ``dvc exp run -S`` one after another and by DVC's queue.
 
 Every part trains one seed per task (``seeds: 1``), as when the published
 figures were measured.
@@ -142,9 +145,32 @@ TASK_RUN_STATE = re.compile(r"Task run '([^']+)' - Finished in state (\w+)\(")
 
 def task_run_states(output: str) -> dict[str, str]:
     """{task run name: final state name} from a flow run's log, e.g.
-    ``{"train[task1]": "Completed", "report": "UpToDate"}`` (without the
-    outcome the flow adds to the name, ``report · up to date``)."""
+    ``{"train[task1]": "Completed", "check": "Completed"}``."""
     return {name.split(" · ")[0]: state for name, state in TASK_RUN_STATE.findall(output)}
+
+
+LOG_TIME = re.compile(r"^(\d\d):(\d\d):(\d\d\.\d+) \| \w+ +\| Task run '([^']+)' - (.*)$",
+                      re.M)
+
+
+def log_lines(output: str):
+    """(seconds of the day, task run name, message) of a flow run's task-run log lines."""
+    for h, m, sec, name, text in LOG_TIME.findall(output):
+        yield int(h) * 3600 + int(m) * 60 + float(sec), name, text
+
+
+def stage_starts(output: str) -> dict[str, float]:
+    """Seconds from the flow handing each stage its command (its ``> python
+    -m ...`` line) to the stage's first line of its own (``[k/n] ...``),
+    from a flow run's log, by the stage kind (train, evaluate, ...)."""
+    handed, starts = {}, {}
+    for t, name, text in log_lines(output):
+        kind = name.split("[")[0].split(" ")[0]
+        if text.startswith("> "):
+            handed[kind] = t
+        elif kind in handed and re.match(r"\[\d+/\d+\] ", text) and kind not in starts:
+            starts[kind] = t - handed[kind]
+    return starts
 
 
 # --- 1. throughput -------------------------------------------------------------------
@@ -213,48 +239,86 @@ def median_of(n: int, run) -> float:
     return statistics.median(run() for _ in range(n))
 
 
+def many_tasks(work: Path, n: int) -> Project:
+    """A project of ``n`` tasks (copies of task1) that is a no-op: every
+    stage recorded in dvc.lock with outputs of any content (``dvc commit``),
+    so that what a no-op costs per stage is measured, not training."""
+    def many(data):
+        shrink(data)
+        data["tasks"] = {f"t{i}": data["tasks"]["task1"] for i in range(n)}
+
+    project = make_project(work / f"tasks-{n}", default_mnist(), many)
+    with DvcProject(project.path) as dvc:
+        outs = [str(out.def_path) for stage in dvc.repo.index.stages for out in stage.outs]
+    for out in outs:
+        path = project.path / out
+        folder = path if not path.suffix else path.parent
+        folder.mkdir(parents=True, exist_ok=True)
+        (path if path.suffix else path / "x").write_text("x")
+    project.run(sys.executable, "-m", "tools.dvc", "commit", "-f", "-q")
+    project.commit("a no-op")
+    return project
+
+
 def overhead(work: Path, train_size: int, pairs: int) -> dict:
-    """``dvc repro`` against the flow (Prefect server running), alternated in
-    pairs: no-op runs, and runs after one new learning rate of task1 (train,
-    evaluate and report run); and the floors of benchmarks/floors.py."""
+    """``dvc repro`` and ``python -m tools.dvc repro`` against the flow
+    (Prefect server running), alternated: no-op runs on the study and at 200
+    tasks, and runs after one new learning rate of task1 (train, evaluate and
+    report run); the floors of benchmarks/floors.py; a TensorFlow stage's
+    start, from a ready interpreter and from a plain process."""
     project = make_project(work / "overhead", default_mnist(),
                            lambda d: small_study(d, train_size))
     project.dvc("repro")
     project.commit("built")
     repro = (sys.executable, "-m", "dvc", "repro")
+    make_run = (sys.executable, "-m", "tools.dvc", "repro")
     flow = (sys.executable, "-m", "flows.pipeline")
     out: dict = {"train_size": train_size, "pairs": pairs}
 
-    def noop(cmd) -> float:
-        wall, proc = timed(project, *cmd)
+    def noop(cmd, where: Project = project) -> float:
+        wall, proc = timed(where, *cmd)
         states = task_run_states(proc.stdout + proc.stderr)
-        if cmd == flow and set(states.values()) != {"UpToDate"}:
-            raise AssertionError(f"a no-op flow run should end every task run UpToDate: "
+        if cmd == flow and states != {"check": "Completed"}:
+            raise AssertionError(f"a no-op flow run should be one task run, the check: "
                                  f"{states}\n{proc.stdout}{proc.stderr}")
         return wall
 
     lrs = iter(0.0101 + i / 10000 for i in range(1000))  # never seen: nothing restored
 
-    def changed(cmd) -> tuple[float, float]:
+    def changed(cmd, env=None) -> tuple[float, float, str]:
         project.edit_params(lambda d: d["tasks"]["task1"]["optimizer"].update(
             learning_rate=next(lrs)))
-        wall, proc = timed(project, *cmd)
+        saved = dict(project.env)
+        project.env.update(env or {})
+        try:
+            wall, proc = timed(project, *cmd)
+        finally:
+            project.env = saved
         if "restored" in proc.stdout + proc.stderr:
             raise AssertionError("a new learning rate was restored from the cache")
         seconds = pd.read_csv(epoch_log(project.path / "data/models/task1", 42,
                                         "epoch_seconds"), sep="\t")["epoch_seconds"].sum()
         evaluate = json.loads((project.path / "data/eval/task1/seeds.json")
                               .read_text())["42"]["seconds"]
-        return wall, seconds + evaluate
+        return wall, seconds + evaluate, proc.stdout + proc.stderr
+
+    def alternate(variants: dict, run, n: int) -> dict[str, list]:
+        results = {name: [] for name in variants}
+        for i in range(n):
+            for name in (list(variants) if i % 2 == 0 else list(reversed(variants))):
+                results[name].append(run(variants[name]))
+        return results
 
     with prefect_server(work / "prefect-home") as url:
         project.env.update(PREFECT_API_URL=url, PREFECT_HOME=str(work / "prefect-home"))
         noop(flow)  # warm-up: the server's first flow run registers the flow
-        runs = {"repro": [], "flow": []}
-        for i in range(pairs):
-            for name in (("repro", "flow") if i % 2 == 0 else ("flow", "repro")):
-                runs[name].append(noop(repro if name == "repro" else flow))
+        runs = alternate({"repro": repro, "make run": make_run, "flow": flow}, noop, pairs)
         out["noop"] = {k: statistics.median(v) for k, v in runs.items()}
+        many = many_tasks(work, 200)
+        many.env.update(PREFECT_API_URL=url, PREFECT_HOME=str(work / "prefect-home"))
+        runs = alternate({"make run": make_run, "flow": flow},
+                         lambda cmd: noop(cmd, many), max(2, pairs - 1))
+        out["noop_200"] = {k: statistics.median(v) for k, v in runs.items()}
         n = len(project_stages(project))
         trivial = work / "trivial"
         make_trivial(trivial, n)
@@ -268,7 +332,7 @@ def overhead(work: Path, train_size: int, pairs: int) -> dict:
 
         out["floors"] = {
             "prefect": median_of(3, lambda: floor(sys.executable, "-m", "benchmarks.floors",
-                                                  "prefect", str(n), cwd=ROOT)),
+                                                  "prefect", "1", cwd=ROOT)),
             "dvc_checks": median_of(3, lambda: float(subprocess.run(
                 (sys.executable, "-m", "benchmarks.floors", "dvc-checks", str(project.path)),
                 cwd=ROOT, env=project.env, check=True, capture_output=True,
@@ -276,11 +340,15 @@ def overhead(work: Path, train_size: int, pairs: int) -> dict:
             "trivial_repro": median_of(3, lambda: floor(*repro, cwd=trivial)),
             "python_dvc": median_of(3, lambda: floor(sys.executable, "-c", "import dvc.cli")),
         }
-        change = {"repro": [], "flow": []}
-        for i in range(pairs):
-            for name in (("repro", "flow") if i % 2 == 0 else ("flow", "repro")):
-                change[name].append(changed(repro if name == "repro" else flow))
+        change = alternate({"repro": repro, "flow": flow}, lambda cmd: changed(cmd)[:2], pairs)
         out["changed"] = change
+        # A TensorFlow stage's start, in the flow: from a ready interpreter, and
+        # from a plain process (MNIST_CNN_READY=0), alternated.
+        starts = alternate({"ready": {}, "plain": {"MNIST_CNN_READY": "0"}},
+                           lambda env: stage_starts(changed(flow, env)[2]), 2)
+        out["starts"] = {way: {kind: statistics.median(s[kind] for s in found if kind in s)
+                               for kind in ("train", "evaluate", "report")}
+                         for way, found in starts.items()}
     out["stages"] = n
     return out
 
@@ -313,33 +381,105 @@ def study(work: Path, images: int, workers: list[int]) -> dict:
     return {"images": images, "walls": walls}
 
 
+# --- 4. a sweep ----------------------------------------------------------------------------
+
+
+def sweep_bench(work: Path, train_size: int, lrs: list[float]) -> dict:
+    """The same four points of task4_sgd's learning rate: by the flow's sweep
+    (--workers 2), by `dvc exp run -S` one after another, and by DVC's queue
+    (`dvc queue start -j 2`); each in a fresh copy of one built project."""
+    base = make_project(work / "sweep-base", default_mnist(),
+                        lambda d: small_study(d, train_size))
+    base.dvc("repro")
+    base.commit("built")
+    key = "tasks.task4_sgd.optimizer.learning_rate.initial_learning_rate"
+    values = ",".join(map(str, lrs))
+    walls = {}
+
+    def copy(name: str) -> Project:
+        dest = work / f"sweep-{name}"
+        shutil.copytree(base.path, dest, symlinks=True)
+        return Project(dest, dict(base.env))
+
+    with prefect_server(work / "prefect-sweep") as url:
+        flow_env = {"PREFECT_API_URL": url, "PREFECT_HOME": str(work / "prefect-sweep")}
+        one = copy("sequential")
+        start = time.perf_counter()
+        for lr in lrs:
+            one.dvc("exp", "run", "-S", f"{key}={lr}")
+        walls["dvc exp run -S, one after another"] = time.perf_counter() - start
+        queued = copy("queue")
+        start = time.perf_counter()
+        queued.dvc("exp", "run", "--queue", "-S", f"{key}={values}")
+        queued.dvc("queue", "start", "-j", "2")
+        while "Running" in (status := queued.dvc("queue", "status").stdout) or \
+                "Queued" in status:
+            time.sleep(2)
+        walls["dvc queue start -j 2"] = time.perf_counter() - start
+        swept = copy("flow")
+        swept.env.update(flow_env)
+        cmd = (sys.executable, "-m", "flows.pipeline", "-S", f"{key}={values}",
+               "--workers", "2")
+        walls["flow sweep --workers 2"], proc = timed(swept, *cmd)
+        again, _ = timed(swept, *cmd)
+        noop, _ = timed(swept, sys.executable, "-m", "flows.pipeline")
+    seconds = stage_seconds(proc.stdout + proc.stderr)
+    return {"train_size": train_size, "lrs": lrs, "walls": walls, "again": again, "noop": noop,
+            "per_point": (walls["flow sweep --workers 2"] - seconds / 2) / len(lrs),
+            "targets": {"flow sweep --workers 2": "≤ 0.6× (≤ 0.8× of the queue)"}}
+
+
+def stage_seconds(output: str) -> float:
+    """The stage commands' own seconds in a flow run's log: from each `> ...`
+    line to its task run's end."""
+    begun, total = {}, 0.0
+    for t, name, text in log_lines(output):
+        if text.startswith("> "):
+            begun[name] = t
+        elif text.startswith("Finished in state") and name in begun:
+            total += t - begun.pop(name)
+    return total
+
+
 # --- results.md ------------------------------------------------------------------------------
 
 
 def overhead_lines(over: dict) -> list[str]:
     noop, floors, n = over["noop"], over["floors"], over["stages"]
+    many = over["noop_200"]
     rep, flo = over["changed"]["repro"], over["changed"]["flow"]
     ratios = [f[0] / r[0] for r, f in zip(rep, flo, strict=True)]
     beyond = {k: statistics.median(w - own for w, own in v) for k, v in over["changed"].items()}
-    prefect_plus_dvc = floors["prefect"] + floors["dvc_checks"]
+    starts = over["starts"]
     return [
         "## 2. The edit-to-result loop", "",
         f"A copy of the project on {over['train_size']:,} training images (task1 3 epochs, "
-        f"every other task 1, one seed); {n} stages. `dvc repro` and the flow "
-        f"(`python -m flows.pipeline`, a Prefect server running) alternate, {over['pairs']} "
-        "pairs; each changed run sets a learning rate of task1 never used before, so "
-        "train, evaluate and report run.", "",
-        "| measurement | `dvc repro` | flow | flow / `dvc repro` | target |",
-        "|---|---|---|---|---|",
-        f"| no-op (wall, median) | {noop['repro']:.2f} | {noop['flow']:.2f} | "
-        f"{noop['flow'] / noop['repro']:.2f} | `dvc repro` ≤ 1.0 or ≤ 1.1× its floor; "
-        "flow ≤ 2.5 or ≤ 1.1× its floor |",
-        "| one changed lr (wall, each pair) | " + ", ".join(f"{w:.1f}" for w, _ in rep)
-        + " | " + ", ".join(f"{w:.1f}" for w, _ in flo) + " | "
-        + ", ".join(f"{r:.2f}" for r in ratios) + f" (median **{statistics.median(ratios):.2f}**)"
-        " | ≤ 1.10 |",
+        f"every other task 1, one seed); {n} stages. `dvc repro`, `python -m tools.dvc "
+        "repro` (what `make run` runs) and the flow (`python -m flows.pipeline`, a Prefect "
+        f"server running) alternate, {over['pairs']} rounds; each changed run sets a "
+        "learning rate of task1 never used before, so train, evaluate and report run. The "
+        "200-task no-op: 200 copies of task1, every stage recorded as done.", "",
+        "| measurement | `dvc repro` | `make run` | flow | flow / baseline | target |",
+        "|---|---|---|---|---|---|",
+        f"| no-op, the study ({n} stages; median) | {noop['repro']:.2f} | "
+        f"{noop['make run']:.2f} | {noop['flow']:.2f} | "
+        f"**{noop['flow'] / noop['make run']:.2f}** of `make run` | ≤ 1.5 |",
+        f"| no-op, 200 tasks ({3 + 2 * 200} stages; median) | | {many['make run']:.1f} | "
+        f"{many['flow']:.1f} | **{many['flow'] / many['make run']:.2f}** of `make run` | "
+        "≤ 1.15 |",
+        "| one changed lr (wall, each round) | " + ", ".join(f"{w:.1f}" for w, _ in rep)
+        + " | | " + ", ".join(f"{w:.1f}" for w, _ in flo) + " | "
+        + ", ".join(f"{r:.2f}" for r in ratios)
+        + f" (median **{statistics.median(ratios):.2f}**) of `dvc repro` | ≤ 0.85 |",
         f"| the same, beyond task1's own training and evaluation (median) | "
-        f"{beyond['repro']:.1f} | {beyond['flow']:.1f} | | `dvc repro` ≤ 5 |",
+        f"{beyond['repro']:.1f} | | {beyond['flow']:.1f} | | |",
+        "",
+        "A stage's start in the flow, from its command handed over to its first line "
+        "of its own (median of 2 changed runs each, alternated; seconds):", "",
+        "| stage | ready interpreter | plain process | target (ready) |", "|---|---|---|---|",
+        *(f"| {kind} | **{starts['ready'][kind]:.2f}** | {starts['plain'][kind]:.2f} | "
+          f"{'< 0.5' if kind != 'report' else ''} |" for kind in ("train", "evaluate",
+                                                                  "report")),
         "",
         "Floors ([floors.py](floors.py)), medians of 3:", "",
         "| floor | seconds |", "|---|---|",
@@ -348,14 +488,28 @@ def overhead_lines(over: dict) -> list[str]:
         f"{floors['trivial_repro']:.2f} |",
         f"| DVC's checks of a no-op flow run alone (open the project, is each stage "
         f"stale), imports excluded | {floors['dvc_checks']:.2f} |",
-        f"| a flow importing what the flow imports, ending {n} no-op task runs | "
-        f"{floors['prefect']:.2f} |",
-        f"| the two together (Prefect's floor + DVC's checks) | "
-        f"{prefect_plus_dvc:.2f} |", "",
-        f"The no-op flow is {noop['flow'] / floors['prefect']:.2f}× Prefect's floor and "
-        f"{noop['flow'] / prefect_plus_dvc:.2f}× Prefect's floor plus DVC's own checks; "
-        f"the no-op `dvc repro` is {noop['repro'] / floors['trivial_repro']:.2f}× the "
-        "trivial project's.", ""]
+        f"| a flow importing what the flow imports, ending one no-op task run | "
+        f"{floors['prefect']:.2f} |", "",
+        f"The no-op flow is {noop['flow'] / (floors['prefect'] + floors['dvc_checks']):.2f}× "
+        "Prefect's floor plus DVC's own checks.", ""]
+
+
+def sweep_lines(sw: dict) -> list[str]:
+    walls = sw["walls"]
+    base = walls["dvc exp run -S, one after another"]
+    return ["## 4. A sweep", "",
+            f"Four learning rates of task4_sgd ({', '.join(map(str, sw['lrs']))}) on the "
+            f"study of section 2 ({sw['train_size']:,} images), each point an experiment; "
+            "each way in a fresh copy of the built project (nothing cached).", "",
+            "| way | seconds | against one after another | target |", "|---|---|---|---|",
+            *(f"| {way} | {wall:.0f} | {wall / base:.2f}× | "
+              f"{sw['targets'].get(way, '')} |" for way, wall in walls.items()),
+            "",
+            f"The same sweep again: {sw['again']:.1f} s, against {sw['noop']:.1f} s for a "
+            f"no-op flow run ({sw['again'] / sw['noop']:.2f}×; target < 2): every point is "
+            "an experiment already, nothing trains. Per point beyond its training: "
+            f"{sw['per_point']:.1f} s (the sweep's wall time, less its stages' own, "
+            "over its points).", ""]
 
 
 def old_date(text: str) -> str:
@@ -364,7 +518,7 @@ def old_date(text: str) -> str:
 
 
 def render(machine: dict, tput: pd.DataFrame | None, over: dict | None, whole: dict | None,
-           args) -> str:
+           args, swept: dict | None = None) -> str:
     lines = ["# Benchmarks", "",
              f"Measured by `make bench` (`python -m benchmarks.run`) on {machine['date']}.", "",
              "## Machine", "",
@@ -418,6 +572,8 @@ def render(machine: dict, tput: pd.DataFrame | None, over: dict | None, whole: d
         lines += [f"| `{name}` | {wall:.0f} | {wall / base:.2f}× |"
                   for name, wall in walls.items()]
         lines.append("")
+    if swept is not None:
+        lines += sweep_lines(swept)
     return "\n".join(lines)
 
 
@@ -435,7 +591,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2],
                         help="whole study: flow workers to compare with dvc repro")
     parser.add_argument("--skip", nargs="*", default=[],
-                        choices=["throughput", "overhead", "study"])
+                        choices=["throughput", "overhead", "study", "sweep"])
     parser.add_argument("--out", type=Path, default=OUT,
                         help="Markdown file to write (default: %(default)s)")
     args = parser.parse_args(argv)
@@ -459,8 +615,11 @@ def main(argv: list[str] | None = None) -> None:
         over = None if "overhead" in args.skip else overhead(work, args.loop_images,
                                                                  args.pairs)
         args.out.write_text(render(machine, tput, over, None, args))  # kept if a later part fails
+        swept = None if "sweep" in args.skip else sweep_bench(work, args.loop_images,
+                                                              [0.03, 0.05, 0.2, 0.3])
+        args.out.write_text(render(machine, tput, over, None, args, swept))
         whole = None if "study" in args.skip else study(work, args.study_images, args.workers)
-    args.out.write_text(render(machine, tput, over, whole, args))
+    args.out.write_text(render(machine, tput, over, whole, args, swept))
     print(f"wrote {args.out}")
 
 

@@ -8,7 +8,8 @@ Through Repo go the calls ``dvc repro`` makes (``Stage.changed``,
 and ``Repo.push``/``pull``. tests/test_dvc_internals.py fails if a DVC upgrade
 moves what this module relies on, and if another module imports DVC otherwise.
 
-Three patches, active only while a flow holds the project; none changes a result:
+Three patches, active while a DvcProject is open in this process (a flow's
+control plane, a worker's executor) and in :func:`cli`; none changes a result:
 
 - :func:`atomic_dvc_writes`: DVC rewrites dvc.lock in place (open with
   truncation, then dump). A flow stopped during that write (SIGTERM raises
@@ -45,7 +46,11 @@ And sharing the run-cache with a team (``make push`` / ``make pull``):
   records but not the outputs they point to (only the workspace's), so a
   teammate who pulls them still has to train. These also transfer the
   outputs of every record, with DVC's own transfer; a plain ``dvc repro``
-  then restores any variant either of you computed.
+  then restores any variant either of you computed. DVC collects every
+  record's outputs at once and fails the whole transfer for one record
+  whose outputs are gone (``dvc gc``); these skip that record with a warning.
+- :func:`record_matches`: DVC trusts a record by where it lies; a record is
+  used here only if its content hashes to its key.
 """
 
 from __future__ import annotations
@@ -55,6 +60,8 @@ import copy
 import importlib
 import json
 import os
+import shutil
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -81,6 +88,11 @@ DUMP_TARGETS = (("dvc.utils.serialize._common", "_dump_data"),
                 ("dvc.utils.serialize._yaml", "_dump_data"))
 PARAMS_TARGET = ("dvc.dependency.param", "read_param_file")
 RWLOCK_TARGET = ("dvc.rwlock", "_edit_rwlock")
+RUN_STAGE_TARGET = ("dvc.stage", "Stage", "_run_stage")
+
+
+def _warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
 @contextlib.contextmanager
@@ -221,6 +233,39 @@ def stages_running(repo) -> list[str]:
                    if psutil.pid_exists(i["pid"])})
 
 
+def leftover_outputs(repo) -> list[Path]:
+    """What lies in a stage's dependency folder that holds the outputs of a
+    ``foreach`` stage (``data/models``) but that no stage of dvc.yaml writes: the
+    outputs of a stage since removed, such as a task taken out of
+    params.yaml. DVC leaves them there, and hashes them into that folder's
+    dependency, so a clone without them would see the stage changed."""
+    stages = repo.index.stages
+    outs = {Path(out.fs_path) for stage in stages for out in stage.outs}
+    # Only folders of a `foreach` stage's outputs (train@<task>): what the
+    # stages of another item would have written, nothing a user put there.
+    per_item = {Path(out.fs_path) for stage in stages if "@" in stage.addressing
+                for out in stage.outs}
+    folders = {Path(dep.fs_path) for stage in stages for dep in stage.deps
+               if any(Path(dep.fs_path) in out.parents for out in per_item)}
+    return sorted(child for folder in folders if folder.is_dir()
+                  for child in folder.iterdir()
+                  if not child.name.startswith(".")  # .gitignore, a stage's temporary files
+                  and not any(child == out or child in out.parents for out in outs))
+
+
+def remove_leftover_outputs(repo, emit=_warn) -> list[Path]:
+    """Remove :func:`leftover_outputs` (their files stay in DVC's cache)."""
+    found = leftover_outputs(repo)
+    for path in found:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+        emit(f"removed {os.path.relpath(path, repo.root_dir)}: no stage of dvc.yaml writes "
+             "it any more (a task removed from params.yaml?); DVC's cache keeps its files")
+    return found
+
+
 def command_recorded(stage) -> None:
     """After the flow recorded ``stage`` in dvc.lock: its cmd no longer differs."""
     stage.cmd_changed = False
@@ -252,6 +297,10 @@ def applied() -> Iterator[None]:
 
 
 # --- sharing the run-cache ----------------------------------------------------------
+# A record on a remote means its outputs are there: a record is sent after its
+# outputs, and only if they are all in the local cache. A record whose outputs
+# are missing (removed by `dvc gc`, or by hand from a remote) is skipped with
+# one warning, never failing the transfer of the others.
 
 
 def run_cache_records(repo) -> list[tuple[str, str]]:
@@ -260,38 +309,105 @@ def run_cache_records(repo) -> list[tuple[str, str]]:
     return sorted((p.parent.name, p.name) for p in runs.glob("*/*/*") if p.is_file())
 
 
-def _record_outputs(repo, remote: str | None) -> dict:
-    """{remote odb or None: objects} the run-cache's records point to. A folder's
-    listing missing here is fetched from ``remote``."""
+def record_matches(record: dict, key: str) -> bool:
+    """Whether a run-cache record is one of ``key``: its command, deps and
+    params hash to it. DVC trusts a record's place; a record copied under
+    another key, or edited, would restore outputs computed from other inputs."""
+    from dvc.stage.cache import _get_cache_hash
+
+    return _get_cache_hash(copy.deepcopy(record), key=True) == key
+
+
+def _outs(stage) -> str:
+    return ", ".join(out.def_path for out in stage.outs)
+
+
+def _record_stage(repo, key: str, value: str, warn=_warn):
+    """The stage a local record describes, with its outputs; None (and a
+    warning) if the record does not match its key."""
+    record = repo.stage_cache._load_cache(key, value)
+    if not record:
+        return None
+    if not record_matches(record, key):
+        warn(f"ignoring run-cache record {key[:8]}/{value[:8]} "
+             f"({', '.join(o['path'] for o in record.get('outs', []))}): its content does "
+             "not match its key (altered?)")
+        return None
+    return repo.stage_cache._create_stage(record, wdir=repo.root_dir)
+
+
+def _used_objs(stage, remote: str | None = None) -> dict | None:
+    """{odb: objects} of the stage's outputs (a folder's listing fetched from
+    ``remote`` if missing here); None if a listing is nowhere to be found."""
+    from dvc.exceptions import CollectCacheError
+
+    try:
+        return stage.get_used_objs(remote=remote)
+    except CollectCacheError:
+        return None
+
+
+def _send_record(repo, key: str, value: str, remote: str | None, warn=_warn) -> int:
+    """Send one record's outputs, then the record; files sent. Skipped, with
+    a warning, if its outputs are not all in the local cache."""
+    stage = _record_stage(repo, key, value, warn)
+    if stage is None:
+        return 0
+    objs = _used_objs(stage)
+    if objs is None or not stage.outs_cached():
+        warn(f"not sending run-cache record {key[:8]}/{value[:8]} ({_outs(stage)}): its "
+             "outputs are not all in the local cache (removed by `dvc gc`?)")
+        return 0
+    sent = 0
+    for odb, hashes in objs.items():
+        result = repo.cloud.push(hashes, remote=remote, odb=odb)
+        if result.failed:
+            warn(f"not sending run-cache record {key[:8]}/{value[:8]}: "
+                 f"{len(result.failed)} of its files could not be sent")
+            return sent
+        sent += len(result.transferred)
+    local, fs, runs = _runs(repo, remote)
+    dest = fs.join(runs, key[:2], key, value)
+    if not fs.exists(dest):  # last: a record on the remote means its outputs are there
+        fs.makedirs(fs.parent(dest), exist_ok=True)
+        fs.put_file(str(local / key[:2] / key / value), dest)
+        sent += 1
+    return sent
+
+
+def _fetch_record_outputs(repo, key: str, value: str, remote: str | None, warn=_warn) -> int:
+    """Fetch one local record's outputs from ``remote``; files fetched.
+    Skipped, with a warning, if the remote lacks some of them."""
+    stage = _record_stage(repo, key, value, warn)
+    if stage is None:
+        return 0
+    objs = _used_objs(stage, remote)
+    got = 0
+    for odb, hashes in (objs or {}).items():
+        got += len(repo.cloud.pull(hashes, remote=remote, odb=odb).transferred)
+    if objs is None or not stage.outs_cached():
+        warn(f"run-cache record {key[:8]}/{value[:8]} ({_outs(stage)}): its outputs are not "
+             "all on the remote; that variant will be computed again when needed")
+    return got
+
+
+def push(repo, remote: str | None = None, warn=_warn) -> int:
+    """The workspace's outputs (``dvc push``), then every run-cache record
+    whose outputs are all here, each after its outputs; files sent."""
+    sent = repo.push(remote=remote)
     with contextlib.chdir(repo.root_dir):  # DVC builds the records' stages from here
-        return repo.stage_cache.get_used_objs(run_cache_records(repo), remote=remote)
+        for key, value in run_cache_records(repo):
+            sent += _send_record(repo, key, value, remote, warn)
+    return sent
 
 
-def _transfer_record_outputs(repo, remote: str | None, send: bool) -> int:
-    """Send (or fetch) every record's outputs; files moved. UploadError or
-    DownloadError, as from ``dvc push``/``pull``, if any file failed."""
-    from dvc.exceptions import DownloadError, UploadError
-
-    moved = failed = 0
-    transfer = repo.cloud.push if send else repo.cloud.pull
-    for odb, objs in _record_outputs(repo, remote).items():
-        result = transfer(objs, remote=remote, odb=odb)
-        moved, failed = moved + len(result.transferred), failed + len(result.failed)
-    if failed:
-        raise (UploadError if send else DownloadError)(failed)
-    return moved
-
-
-def push(repo, remote: str | None = None) -> int:
-    """``dvc push --run-cache`` plus every record's outputs; returns files sent."""
-    return repo.push(run_cache=True, remote=remote) + _transfer_record_outputs(
-        repo, remote, send=True)
-
-
-def pull(repo, remote: str | None = None) -> int:
-    """``dvc pull --run-cache`` plus every record's outputs, into the cache."""
-    got = repo.fetch(run_cache=True, remote=remote)
-    got += _transfer_record_outputs(repo, remote, send=False)
+def pull(repo, remote: str | None = None, warn=_warn) -> int:
+    """The remote's run-cache records and their outputs, into the cache, then
+    the workspace's outputs (``dvc pull``); files fetched."""
+    got = len(repo.stage_cache.pull(remote))
+    with contextlib.chdir(repo.root_dir):
+        for key, value in run_cache_records(repo):
+            got += _fetch_record_outputs(repo, key, value, remote, warn)
     repo.pull(remote=remote)
     return got
 
@@ -331,33 +447,37 @@ def _runs(repo, remote: str | None):
     return Path(repo.stage_cache.cache_dir), odb.fs, odb.fs.join(odb.path, "runs")
 
 
-def push_record(repo, stage, remote: str | None) -> int:
-    """Send the stage's run-cache record (not every record, as
-    ``dvc push --run-cache`` does) and its outputs to ``remote``, uncached
-    ones too (the run-cache keeps a copy of those); files sent."""
-    key = run_cache_key(stage)
-    local, fs, runs = _runs(repo, remote)
-    records = sorted((local / key[:2] / key).glob("*"))
-    sent = 0
-    for odb, objs in repo.stage_cache.get_used_objs([(key, r.name) for r in records]).items():
-        result = repo.cloud.push(objs, remote=remote, odb=odb)
-        if result.failed:
-            from dvc.exceptions import UploadError
+def check_remote(repo, remote: str) -> None:
+    """DvcException naming ``remote`` and its URL if it cannot be used: a
+    local remote's folder must exist (a missing one is a typo or a share not
+    mounted, not a remote to create), any other must answer."""
+    from dvc.exceptions import DvcException
 
-            raise UploadError(len(result.failed))
-        sent += len(result.transferred)
-    for record in records:  # last: a record on the remote means its outputs are there
-        dest = fs.join(runs, key[:2], key, record.name)
-        if not fs.exists(dest):
-            fs.makedirs(fs.parent(dest), exist_ok=True)
-            fs.put_file(str(record), dest)
-            sent += 1
-    return sent
+    url = repo.config["remote"][remote]["url"]
+    try:
+        odb = repo.cloud.get_remote_odb(remote, "run-cache", hash_name="md5-dos2unix")
+        found = odb.fs.exists(odb.path)  # the remote's root
+    except Exception as exc:  # the filesystem's own errors: credentials, network, ...
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise DvcException(f"the DVC remote {remote!r} ({url}) cannot be reached: "
+                           f"{first}") from None
+    if not found and _is_local(odb.fs):
+        raise DvcException(f"the DVC remote {remote!r} ({url}): no such folder; create it "
+                           f"or fix the URL (`dvc remote modify {remote} url ...`)")
+
+
+def push_record(repo, stage, remote: str | None) -> int:
+    """Send the stage's run-cache records (not every record, as ``dvc push
+    --run-cache`` does), each after its outputs, to ``remote``; files sent."""
+    key = run_cache_key(stage)
+    local = Path(repo.stage_cache.cache_dir) / key[:2] / key
+    return sum(_send_record(repo, key, record.name, remote)
+               for record in sorted(local.glob("*")))
 
 
 def fetch_run_cache_record(repo, stage, remote: str | None) -> bool:
     """Fetch the stage's run-cache record from ``remote`` if it has one: then
-    ``repo.stage_cache.restore(stage, pull=True)`` restores the stage."""
+    :func:`restore_record` restores the stage."""
     key = run_cache_key(stage)
     local, fs, runs = _runs(repo, remote)
     folder = fs.join(runs, key[:2], key)
@@ -372,6 +492,24 @@ def fetch_run_cache_record(repo, stage, remote: str | None) -> bool:
     return True
 
 
+def _holder(repo, outs: list[dict]):
+    """A stage holding ``outs`` (lock entries: path, md5, ...), to move them by hash."""
+    return repo.stage_cache._create_stage({"cmd": "fetch", "outs": outs}, wdir=repo.root_dir)
+
+
+def send_outputs(repo, outs: list[dict], remote: str | None) -> None:
+    """Send outputs by their hashes from the local cache to ``remote`` (what
+    is there already is not sent again); RunCacheNotFoundError if some are
+    not in the local cache."""
+    holder = _holder(repo, outs)
+    objs = _used_objs(holder)
+    if objs is None or not holder.outs_cached():
+        raise RunCacheNotFoundError(holder)
+    for odb, hashes in objs.items():
+        if repo.cloud.push(hashes, remote=remote, odb=odb).failed:
+            raise RunCacheNotFoundError(holder)
+
+
 def fetch_outputs(repo, outs: list[dict], remote: str | None) -> None:
     """Fetch outputs by their hashes (lock entries: path, md5, ...) from
     ``remote`` into the cache and check them out, as a run-cache restore
@@ -379,37 +517,89 @@ def fetch_outputs(repo, outs: list[dict], remote: str | None) -> None:
     remote's ``verify`` is on; a missing one raises RunCacheNotFoundError."""
     if not outs:
         return
-    holder = repo.stage_cache._create_stage({"cmd": "fetch", "outs": outs},
-                                            wdir=repo.root_dir)
-    for objs in holder.get_used_objs().values():
-        repo.cloud.pull(objs, remote=remote)
+    holder = _holder(repo, outs)
+    for hashes in (_used_objs(holder, remote) or {}).values():
+        repo.cloud.pull(hashes, remote=remote)
     if not holder.outs_cached():
         raise RunCacheNotFoundError(holder)
     holder.checkout()
 
 
-def restore_record(repo, stage, remote: str | None) -> dict | None:
+def restore_record(repo, stage, remote: str | None, warn=_warn) -> dict | None:
     """Restore ``stage`` from its run-cache record for its current inputs
     (deps saved), its outputs fetched from ``remote`` if missing, and return
-    the record (None: no record, or its outputs are not all there). This is
-    what ``repo.stage_cache.restore(stage, pull=True)`` does for a stage whose
-    inputs changed, without its shortcut for one whose inputs did not (which
-    takes the outputs dvc.lock had, stale once the deps were saved)."""
+    the record (None: no record, one that does not match its key, or its
+    outputs are not all there). This is what ``repo.stage_cache.restore(stage,
+    pull=True)`` does for a stage whose inputs changed, without its shortcut
+    for one whose inputs did not (which takes the outputs dvc.lock had, stale
+    once the deps were saved)."""
     record = repo.stage_cache._load(stage)
     if not record:
         return None
+    if not record_matches(record, run_cache_key(stage)):
+        warn(f"{stage.addressing}: ignoring its run-cache record: its content does not "
+              "match its key (altered?)")
+        return None
     cached = repo.stage_cache._create_stage(record, wdir=stage.wdir)
-    for objs in cached.get_used_objs().values():
-        repo.cloud.pull(objs, remote=remote)
+    for hashes in (_used_objs(cached, remote) or {}).values():
+        repo.cloud.pull(hashes, remote=remote)
     if not cached.outs_cached():
         return None
     cached.checkout()
     return json.loads(json.dumps(record))
 
 
-def cli(argv: list[str]) -> int:
-    """DVC's command line (``dvc ...``) with the patches above applied."""
-    from dvc.cli import main
+@contextlib.contextmanager
+def announced_runs() -> Iterator[None]:
+    """Before DVC runs (or restores) a stage (``Stage._run_stage``), tell the
+    stage its place in the run and what the stages after it should take
+    (mnist_cnn/cli/progress.py, in the environment its command inherits).
+    The plan is made when the first stage runs, from the stages DVC finds
+    changed then and those downstream of them: a no-op pays nothing."""
+    import networkx as nx
+    from dvc.stage import Stage
 
-    with applied():
+    from flows.plan import Plan, to_run
+    from mnist_cnn.cli.progress import PLAN_ENV
+
+    original = Stage._run_stage
+    plans: list[Plan] = []
+
+    def run_stage(self, *args, **kwargs):
+        if not plans:
+            graph = self.repo.index.graph  # edges: a stage -> the stages it reads from
+            by_name = {s.addressing: s for s in graph}
+            order = [s.addressing for s in reversed(list(nx.topological_sort(graph)))]
+            upstream = {s.addressing: [u.addressing for u in graph.successors(s)]
+                        for s in graph}
+            plans.append(Plan(to_run(order, upstream, lambda name: name == self.addressing
+                                     or by_name[name].changed()), Path(self.repo.root_dir)))
+        os.environ[PLAN_ENV] = plans[0].start(self.addressing).to_env()
+        return original(self, *args, **kwargs)
+
+    with _replaced(Stage, "_run_stage", run_stage):
+        yield
+
+
+def sweep_overrides(text: str) -> list[str]:
+    """One ``-S`` as ``dvc exp run --queue -S`` expands it (DVC's use of
+    Hydra's basic sweeper): ``k=a,b`` -> ``["k=a", "k=b"]``; ``k=range(1,3)``,
+    ``k=choice(a,b)`` alike; a single value -> itself."""
+    from dvc.utils.hydra import get_hydra_sweeps
+
+    return [point["params.yaml"][0] for point in get_hydra_sweeps({"params.yaml": [text]})]
+
+
+def cli(argv: list[str]) -> int:
+    """DVC's command line (``dvc ...``) with the patches above applied; before
+    ``repro``, :func:`remove_leftover_outputs`, and while it runs,
+    :func:`announced_runs`."""
+    from dvc.cli import main
+    from dvc.exceptions import DvcException
+    from dvc.repo import Repo
+
+    with applied(), announced_runs():
+        if argv[:1] == ["repro"]:
+            with contextlib.suppress(DvcException), Repo() as repo:  # DVC says what is wrong
+                remove_leftover_outputs(repo, lambda line: print(line, flush=True))
         return main(argv)

@@ -25,8 +25,6 @@ from dvc.repo import Repo
 
 from flows import dvc_internals
 from flows.dvc_internals import LockError, ParamsDependency, RunCacheNotFoundError, lock_repo
-from flows.executor import StageRequest
-from mnist_cnn.params import PARAMS_FILE, flatten
 
 
 class ProjectBusy(RuntimeError):
@@ -39,11 +37,44 @@ class ProjectBusy(RuntimeError):
             + (f". DVC says: {detail}" if detail else ""))
 
 
-def _params_changes(dep: ParamsDependency) -> list[str]:
-    """``tasks.task1.optimizer.learning_rate 0.01 -> 0.05``, one per changed key."""
-    old, new = flatten(dep.hash_info.value or {}), flatten(dep.read_params())
-    return [f"{key} {json.dumps(old.get(key))} -> {json.dumps(new.get(key))}"
-            for key in sorted(set(old) | set(new)) if old.get(key) != new.get(key)]
+class InputsChanged(RuntimeError):
+    """A stage's inputs differ from those it was run (or restored) with: its
+    result is not recorded as theirs."""
+
+
+def changed_inputs(found: dict, asked: dict) -> list[str]:
+    """The deps and params of lock entry ``found`` that differ from ``asked``'s."""
+    def values(entry: dict) -> dict:
+        deps = {d["path"]: d.get("md5") for d in entry.get("deps", [])}
+        return {**deps, **{f"{file}: {key}": value
+                           for file, keys in (entry.get("params") or {}).items()
+                           for key, value in keys.items()}}
+
+    a, b = values(found), values(asked)
+    return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+
+
+def params_changes(old, new, prefix: str = "") -> list[str]:
+    """``tasks.task1.optimizer.learning_rate 0.01 -> 0.05``, one per changed
+    key; a whole section added or removed in one (``tasks.task9 removed``)."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [change for key in sorted(old.keys() | new.keys(), key=str)
+                for change in params_changes(old.get(key, _ABSENT), new.get(key, _ABSENT),
+                                             f"{prefix}{key}.")]
+    key = prefix.removesuffix(".")
+    if old == new:
+        return []
+    if old is _ABSENT or new is _ABSENT:
+        return [f"{key} {'added' if old is _ABSENT else 'removed'}"]
+
+    def short(value) -> str:
+        text = json.dumps(value, default=str)
+        return text if len(text) <= 60 else text[:57] + "..."
+
+    return [f"{key} {short(old)} -> {short(new)}"]
+
+
+_ABSENT = object()
 
 
 # DVC resolves stage addresses and its run cache against the current folder,
@@ -55,10 +86,15 @@ _CWD = threading.RLock()
 class DvcProject:
     """A DVC repository, locked while open; safe to use from several threads."""
 
-    def __init__(self, root: str | Path, config: dict | None = None):
+    def __init__(self, root: str | Path, config: dict | None = None,
+                 emit=lambda line: None):
         self.root = str(Path(root).resolve())
         self._config = config  # DVC settings over the project's own (dvc config)
+        self._emit = emit  # where it says what it did besides DVC's calls
         self.repo: Repo | None = None
+        # A stage's deps and params as prepare() saved them: what its command
+        # runs with, so what commit() may record (never re-read afterwards).
+        self._prepared: dict[str, dict] = {}
 
     # --- lifetime -----------------------------------------------------------
 
@@ -66,7 +102,7 @@ class DvcProject:
         # Undone in reverse order by _cleanup, also when entering fails.
         self._cleanup = contextlib.ExitStack()
         try:
-            with self._dvc():
+            with self.locked():
                 self._cleanup.enter_context(dvc_internals.applied())
                 self.repo = self._cleanup.enter_context(Repo(self.root, config=self._config))
                 try:
@@ -76,6 +112,7 @@ class DvcProject:
                 running = dvc_internals.stages_running(self.repo)
                 if running:  # a `dvc repro` between its locks, inside a stage's command
                     raise ProjectBusy(self.root, "; ".join(running))
+                dvc_internals.remove_leftover_outputs(self.repo, self._emit)
                 self._enter()
         except BaseException:
             self.__exit__()
@@ -99,11 +136,11 @@ class DvcProject:
                        for s in nx.lexicographical_topological_sort(graph, key=key)}
 
     def __exit__(self, *exc) -> None:
-        with self._dvc():
+        with self.locked():
             self._cleanup.close()
 
     @contextlib.contextmanager
-    def _dvc(self):
+    def locked(self):
         """One DVC call at a time in this process, from the project's root (the
         Repo object is not thread-safe either). A lock DVC cannot take means
         another DVC process is at work."""
@@ -123,23 +160,27 @@ class DvcProject:
     def command(self, name: str) -> str:
         return self._stages[name].cmd
 
+    def stage(self, name: str):
+        """DVC's Stage object (use it inside :meth:`locked`)."""
+        return self._stages[name]
+
     def is_stale(self, name: str) -> bool:
         """What ``dvc status`` reports: dvc.lock does not record this stage with
         its current command, dependencies and outputs."""
-        with self._dvc():
+        with self.locked():
             return bool(self._stages[name].changed())
 
     def why_stale(self, name: str) -> list[str]:
         """What changed since dvc.lock recorded the stage, one item each:
         params with old and new values, files, outputs, the command."""
-        with self._dvc():
+        with self.locked():
             stage = self._stages[name]
             if not any(dep.hash_info for dep in stage.deps):
                 return ["never run (not in dvc.lock)"]
             found = ["its command in dvc.yaml"] if stage.changed_stage() else []
             for dep in stage.deps:
                 if isinstance(dep, ParamsDependency):
-                    found += _params_changes(dep)
+                    found += params_changes(dep.hash_info.value or {}, dep.read_params())
                 else:
                     found += [f"{path} {state}" for path, state in dep.status().items()]
             found += [f"output {path} {state}" for out in stage.outs
@@ -153,93 +194,51 @@ class DvcProject:
         this command with these dependencies ran before (DVC logs "Stage ... is
         cached - skipping run, checking out outputs"): True; else it must run.
 
-        A stage whose inputs change while its command runs fails
-        (mnist_cnn.cli.runner), so what the flow records afterwards is what
-        the command read."""
-        with self._dvc():
+        The deps' hashes saved here are what :meth:`commit` may record: a
+        stage whose inputs change while its command runs fails
+        (mnist_cnn.cli.runner), and one whose inputs change between this and
+        its commit (here, or during a stage sent elsewhere) is refused."""
+        with self.locked():
             stage = self._stages[name]
             stage.remove_outs(ignore_remove=False, force=False)
             try:
                 self.repo.stage_cache.restore(stage)  # saves the deps' hashes first
-                return True
+                restored = True
             except RunCacheNotFoundError:
                 stage.save_deps()
-                return False
+                restored = False
+            self._prepared[name] = dvc_internals.lock_entry(stage)
+            return restored
 
     def commit(self, name: str) -> None:
         """Record the stage's result as ``dvc repro`` does after running it:
         dependencies and outputs in dvc.lock, an entry in the run-cache, the
-        outputs in the cache (and their .gitignore entries)."""
-        with self._dvc():
+        outputs in the cache (and their .gitignore entries). InputsChanged,
+        and nothing recorded, if its deps differ from what prepare() saw."""
+        with self.locked():
             stage = self._stages[name]
-            stage.save()
+            stage.save(run_cache=False)
+            prepared = self._prepared.pop(name, None)
+            if prepared and (differ := changed_inputs(dvc_internals.lock_entry(stage),
+                                                      prepared)):
+                raise InputsChanged(
+                    f"{name}: its inputs changed after it started ({', '.join(differ)}), so "
+                    "its outputs are from the old ones; nothing was recorded. Run it again")
+            self.repo.stage_cache.save(stage)
             stage.commit()
             stage.dump(update_pipeline=False)
             dvc_internals.command_recorded(stage)
 
+    def run_cache_key(self, name: str) -> str | None:
+        """The stage's key in DVC's run-cache (its command, deps and params, as
+        prepare() saved them): the same for the same inputs in any clone;
+        None if DVC would not cache it."""
+        with self.locked():
+            with contextlib.suppress(AssertionError, ValueError):
+                return dvc_internals.run_cache_key(self._stages[name])
+            return None
+
     def lock_entry(self, name: str) -> dict:
         """The stage as dvc.lock would record it now."""
-        with self._dvc():
+        with self.locked():
             return dvc_internals.lock_entry(self._stages[name])
-
-    # --- stages on other machines (flows/executor.py) --------------------------------
-
-    def request(self, name: str, remote: str) -> StageRequest:
-        """What a worker needs to run ``name`` (prepared: its deps saved), by
-        hash and relative path: its definition, what it is computed from, the
-        upstream outputs it reads and where the remote is."""
-        with self._dvc():
-            stage = self._stages[name]
-            lock = {k: v for k, v in dvc_internals.lock_entry(stage).items() if k != "outs"}
-            reads = [d["path"] for d in lock.get("deps", [])]
-            inputs = [out for other in self._stages.values() if other is not stage
-                      for out in dvc_internals.lock_entry(other).get("outs", [])
-                      if "md5" in out and any(out["path"] == p or out["path"].startswith(
-                          f"{p}/") for p in reads)]
-            url = self.repo.config["remote"][remote]["url"]
-            return StageRequest(
-                stage=name, definition=dvc_internals.stage_definition(stage), lock=lock,
-                inputs=inputs, params=Path(self.root, PARAMS_FILE).read_text(encoding="utf-8"),
-                remote=remote, url=url)
-
-    def restore_from_remote(self, name: str, remote: str) -> bool:
-        """Restore ``name`` from the remote's run-cache (its record, then its
-        outputs, each file checked against its hash); False if the remote
-        has no record of these inputs."""
-        return self._restore_from_remote(name, remote) is not None
-
-    def _restore_from_remote(self, name: str, remote: str) -> dict | None:
-        with self._dvc():
-            stage = self._stages[name]
-            if not dvc_internals.fetch_run_cache_record(self.repo, stage, remote):
-                return None
-            return dvc_internals.restore_record(self.repo, stage, remote)
-
-    def record_remote(self, name: str, request: StageRequest, entry: dict) -> None:
-        """Record what a worker returned for ``request``, as a local run would
-        be recorded: its deps must be those asked for, and its record and
-        outputs on the remote (fetched here, each file checked)."""
-        from flows.executor import StageRefused, _differences
-
-        if differ := _differences(entry, request.lock):
-            raise StageRefused(f"{name}: the worker computed it from other inputs than asked: "
-                               f"{', '.join(differ)}")
-        record = self._restore_from_remote(name, request.remote)
-        if record is None:
-            raise StageRefused(f"{name}: the worker's result is not on the DVC remote "
-                               f"{request.remote!r} (its record or an output is missing)")
-        if record.get("outs") != entry.get("outs"):
-            raise StageRefused(f"{name}: the remote's record differs from what the worker "
-                               "returned")
-        self.commit(name)
-
-    def fetch(self, outs: list[dict], remote: str) -> None:
-        """Fetch outputs by hash (lock entries) from ``remote`` and check them out."""
-        with self._dvc():
-            dvc_internals.fetch_outputs(self.repo, outs, remote)
-
-    def push(self, name: str, remote: str) -> int:
-        """Send the stage's run-cache record and its outputs to ``remote``;
-        files sent."""
-        with self._dvc():
-            return dvc_internals.push_record(self.repo, self._stages[name], remote)

@@ -1,27 +1,27 @@
-"""The stage executor: run one DVC stage from a self-contained request.
+"""The stage executor: run one DVC stage from a self-contained request, on
+a worker that shares nothing with the flow but the DVC remote.
 
-The control plane (flows/dvc_project.py, in the flow's process) decides what
-is stale and records results; this runs a stage it hands over: plain
-functions, usable under any Prefect task runner or none. Two ways:
-
-- **in the project folder** (:func:`run_command`), on one machine or where
-  every worker sees the folder at the same path: zero copies;
-- **anywhere the DVC remote is reachable** (:func:`execute`): a
-  :class:`StageRequest` names no path of the flow's machine. The executor
-  makes a scratch DVC project of its own, fetches the stage's inputs from
-  the remote by content hash (each file checked against its hash), checks
-  that the code and params it would run are those the flow asked for (a
-  worker on a stale image refuses, naming the file), runs the command, and
-  pushes the outputs and the stage's run-cache record to the remote. It
-  returns the stage's lock entry; the flow checks it and records it.
-  :class:`DaskDispatcher` sends requests to Dask workers as plain Dask
-  tasks, so a worker needs no access to the Prefect API.
+A :class:`StageRequest` names no path of the flow's machine (flows/remote.py
+makes it). :func:`execute` makes a scratch DVC project of its own, fetches
+the stage's inputs from the remote by content hash (each file checked
+against its hash), checks that the code and params it would run are those
+the flow asked for (a worker on a stale image refuses, naming the file),
+runs the command (flows/local.py: in a ready interpreter of this worker),
+and pushes the outputs and the stage's run-cache record to the remote. It
+returns the stage's lock entry; the flow checks it and records it. A plain
+function: a Dask task, or a call in the flow's own process.
 
 What a worker needs: this project's locked environment and code at the
 flow's commit (``MNIST_CNN_CODE``: a checkout; default, the installed
 package's), the remote's credentials, and room for a cache of its own
-(``MNIST_CNN_WORKER_DIR``; default, the Dask worker's local folder): inputs
-fetched once are reused by the worker's later stages.
+(``MNIST_CNN_WORKER_DIR``; default, a folder only its user can write, see
+flows/private.py): inputs fetched once are reused by the worker's later
+stages. A cache is trusted: what it holds is restored.
+
+Trust: whoever can reach the Dask scheduler can run code on its workers
+(Dask's own model), so keep it on a private network or behind TLS; a
+request is still checked here (a stage name, a command that runs one of
+this project's modules), so a bad one fails naming what is wrong.
 """
 
 from __future__ import annotations
@@ -30,37 +30,23 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shlex
 import shutil
-import signal
-import subprocess
-import sys
 import tempfile
 import threading
-import uuid
-from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
 
 import psutil
 
-# Dask caps these at 1 in its worker processes; a stage is a whole program
-# that sizes its own thread pools, and its numbers must not depend on where
-# it ran.
-_WORKER_CAPS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
-ERROR_TAIL = 8  # lines of a failed stage's output that become the failure's message
+from flows.private import check_private, private_dir
+
 CODE = ("mnist_cnn", "stages")  # the packages a stage's command runs
 PROVENANCE = ("uv.lock",)  # files the stages record the hash of
 CODE_ENV, WORK_ENV = "MNIST_CNN_CODE", "MNIST_CNN_WORKER_DIR"
-
-# Stage processes started by this process, to stop them if the flow dies.
-_RUNNING: set[subprocess.Popen] = set()
-
-
-class StageFailed(RuntimeError):
-    """A stage's command exited non-zero; the message ends with its error lines."""
+STAGE_NAME = re.compile(r"[a-z]+(@[A-Za-z][A-Za-z0-9_]{0,63})?")  # train@task1
 
 
 class StageRefused(RuntimeError):
@@ -68,63 +54,6 @@ class StageRefused(RuntimeError):
 
 
 # --- running a stage's command --------------------------------------------------------
-
-
-def run_command(cmd: str, root: str, stage: str, emit: Callable[[str], None]) -> None:
-    """Run a stage's command as ``dvc repro`` would (in the project root, with
-    DVC's variables set), streaming each output line to ``emit``. The command
-    comes from dvc.yaml, not from params; it is split into words and run
-    without a shell."""
-    env = dict(os.environ)
-    if _in_dask_worker():
-        for var in _WORKER_CAPS:
-            env.pop(var, None)
-    # dvc.yaml says `python`: the interpreter running this code.
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    env.update(DVC_ROOT=root, DVC_STAGE=stage)  # as DVC sets them
-    proc = subprocess.Popen(shlex.split(cmd), cwd=root, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            start_new_session=True)
-    _RUNNING.add(proc)
-    tail: deque[str] = deque(maxlen=ERROR_TAIL)
-    try:
-        for line in proc.stdout:
-            line = line.rstrip()
-            tail.append(line)
-            emit(line)
-        code = proc.wait()
-    finally:
-        _RUNNING.discard(proc)
-    if code != 0:
-        errors = [line for line in tail if line.startswith("error:")] or list(tail)
-        raise StageFailed(f"{stage} exited with status {code}: " + "\n".join(errors))
-
-
-def stop_stages() -> None:
-    """Stop every stage process this process started."""
-    for proc in list(_RUNNING):
-        _terminate(proc)
-
-
-def _in_dask_worker() -> bool:
-    try:
-        from distributed import get_worker
-
-        get_worker()
-    except (ImportError, ValueError):
-        return False
-    return True
-
-
-def _terminate(proc: subprocess.Popen) -> None:
-    """Stop a stage's process group (the stage and anything it started)."""
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        os.killpg(proc.pid, signal.SIGCONT)  # a suspended stage (Ctrl-Z) gets its TERM now
-        proc.wait(timeout=10)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
 
 
 # --- a stage anywhere the remote is reachable -----------------------------------------
@@ -160,15 +89,14 @@ def code_root() -> Path:
 
 
 def work_root() -> Path:
-    """Where this worker keeps its cache and scratch projects."""
+    """Where this worker keeps its cache and scratch projects: a folder no
+    other user can write (a record planted in its cache would be restored
+    and pushed to the team's remote as this worker's result)."""
     if found := os.environ.get(WORK_ENV):
-        return Path(found)
-    try:
-        from distributed import get_worker
-
-        return Path(get_worker().local_directory) / "mnist-cnn"
-    except (ImportError, ValueError):
-        return Path(tempfile.gettempdir()) / f"mnist-cnn-worker-{os.getuid()}"
+        path = Path(found)
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        return check_private(path)
+    return private_dir("worker")
 
 
 def _md5(path: Path) -> str:
@@ -230,25 +158,32 @@ def _check_code(root: Path, request: StageRequest) -> None:
             f"{', '.join(wrong)} (worker code: {code_root()}); deploy the flow's commit there")
 
 
-def _differences(found: dict, asked: dict) -> list[str]:
-    """The deps and params of ``found`` (a lock entry) that differ from ``asked``."""
-    def values(entry: dict) -> dict:
-        deps = {d["path"]: d.get("md5") for d in entry.get("deps", [])}
-        return {**deps, **{f"{file}: {key}": value
-                           for file, keys in (entry.get("params") or {}).items()
-                           for key, value in keys.items()}}
+def check_request(request: StageRequest) -> None:
+    """StageRefused naming what is wrong with a request that this project's
+    flow would not send: its stage name goes into folder names, its command
+    is run."""
+    words = shlex.split(request.cmd) if isinstance(request.cmd, str) else []
+    module = words[2] if len(words) > 2 else ""
+    if not STAGE_NAME.fullmatch(request.stage):
+        raise StageRefused(f"refused a request for stage {request.stage[:80]!r}: not a stage "
+                           "name of this project")
+    if words[:2] != ["python", "-m"] or module.split(".")[0] not in CODE:
+        raise StageRefused(f"{request.stage}: refused its command {request.cmd[:200]!r}: a "
+                           "stage runs `python -m` one of this project's modules "
+                           f"({', '.join(CODE)})")
 
-    a, b = values(found), values(asked)
-    return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
 
-
-def execute(request: StageRequest, emit: Callable[[str], None]) -> dict:
+def execute(request: StageRequest, emit: Callable[[str], None],
+            stop: threading.Event | None = None) -> dict:
     """Run ``request`` in a scratch project of this worker: fetch its inputs
     by hash, check code and params, run, push the outputs and the run-cache
-    record to the remote. Returns the stage's lock entry."""
+    record to the remote. Returns the stage's lock entry. ``stop`` set
+    stops the stage's command; nothing is pushed then."""
     from flows import dvc_internals
-    from flows.dvc_project import DvcProject
+    from flows.dvc_project import DvcProject, changed_inputs
+    from flows.local import run_command
 
+    check_request(request)
     base = work_root()
     config = {"core": {"remote": request.remote},
               "remote": {request.remote: {"url": request.url, "verify": True}},
@@ -260,64 +195,47 @@ def execute(request: StageRequest, emit: Callable[[str], None]) -> dict:
             emit(f"{request.stage}: fetching {len(request.inputs)} input(s), "
                  f"{request.size() / 1e6:.1f} MB, from the DVC remote {request.remote!r}")
             try:
-                dvc.fetch(request.inputs, request.remote)
+                with dvc.locked():
+                    dvc_internals.fetch_outputs(dvc.repo, request.inputs, request.remote)
             except dvc_internals.RunCacheNotFoundError:
                 raise StageRefused(f"{request.stage}: its inputs are not all on the DVC remote "
-                                   f"{request.remote!r}, or not as their hashes say") from None
+                                   f"{request.remote!r} ({request.url}), or not as their hashes "
+                                   "say") from None
             restored = dvc.prepare(request.stage)
-            if differ := _differences(dvc.lock_entry(request.stage), request.lock):
+            if differ := changed_inputs(dvc.lock_entry(request.stage), request.lock):
                 raise StageRefused(f"{request.stage}: its inputs here differ from what the "
                                    f"flow asked for: {', '.join(differ)}")
         if not restored:  # a retry finds what an earlier attempt computed
-            run_command(request.cmd, str(root), request.stage, emit)
+            run_command(request.cmd, str(root), request.stage, emit, stop)
         with DvcProject(root, config) as dvc:
             dvc.commit(request.stage)
-            sent = dvc.push(request.stage, request.remote)
+            with dvc.locked():  # the record last: on the remote, it means the outputs are
+                sent = dvc_internals.push_record(dvc.repo, dvc.stage(request.stage),
+                                                 request.remote)
             entry = dvc.lock_entry(request.stage)
         emit(f"{request.stage}: pushed {sent} file(s) to the DVC remote {request.remote!r}")
         return entry
 
 
-# --- sending requests to a Dask cluster --------------------------------------------------
-
-
-class DaskDispatcher:
-    """Runs requests on the workers of a Dask scheduler as plain Dask tasks:
-    a worker needs the scheduler and the DVC remote, not the Prefect API (the
-    flow's task run, in the flow's process, reports the stage; the worker's
-    lines reach it as Dask events). A worker lost mid-stage is Dask's to
-    retry (``distributed.scheduler.allowed-failures``); then the stage fails,
-    naming it."""
-
-    _clients: ClassVar[dict[str, object]] = {}  # one client per scheduler, per process
-    _lock = threading.Lock()
-
-    def __init__(self, address: str):
-        from distributed import Client
-
-        with self._lock:
-            if address not in self._clients:
-                self._clients[address] = Client(address, set_as_default=False)
-            self.client = self._clients[address]
-
-    def run(self, request: StageRequest, emit: Callable[[str], None]) -> dict:
-        from distributed import KilledWorker
-
-        topic = f"mnist-cnn-{uuid.uuid4().hex}"
-        self.client.subscribe_topic(topic, lambda event: emit(event[1]))
-        try:
-            future = self.client.submit(_execute_on_worker, request, topic, pure=False,
-                                        key=f"{request.stage}-{topic}")
-            return future.result()
-        except KilledWorker as exc:
-            raise StageFailed(f"{request.stage}: its worker was lost and Dask gave up "
-                              f"({exc}); nothing was recorded for it") from None
-        finally:
-            self.client.unsubscribe_topic(topic)
+# --- on a Dask worker ----------------------------------------------------------------------
 
 
 def _execute_on_worker(request: StageRequest, topic: str) -> dict:
-    from distributed import get_worker
+    from distributed import Event, get_worker
 
     worker = get_worker()
-    return execute(request, lambda line: worker.log_event(topic, line))
+    stop, finished = threading.Event(), threading.Event()
+    told = Event(topic)  # the flow sets it to stop this stage
+
+    def listen() -> None:
+        while not finished.is_set():
+            with contextlib.suppress(Exception):
+                if told.wait(timeout=1):
+                    stop.set()
+                    return
+
+    threading.Thread(target=listen, name=f"stop-{request.stage}", daemon=True).start()
+    try:
+        return execute(request, lambda line: worker.log_event(topic, line), stop)
+    finally:
+        finished.set()

@@ -1,10 +1,12 @@
-"""Nothing a flow run starts outlives it.
+"""Nothing a flow run starts on this machine outlives it.
 
-A flow run starts processes (its stages' commands; Prefect's temporary server
-when no PREFECT_API_URL is set; Dask's local workers) and folders (an
-experiment's temporary clone). Stopped by Ctrl-C or ``kill``, it stops and
-removes them itself; killed with ``kill -9``, it cannot. So each flow run has
-a guardian:
+A flow run starts processes (its stages' commands and ready interpreters;
+Prefect's temporary server when no PREFECT_API_URL is set; Dask's local
+workers) and folders (an experiment's temporary clone). Stopped by Ctrl-C or
+``kill``, it stops and removes them itself, and stops the stages it sent to
+Dask workers; killed with ``kill -9``, it cannot. So each flow run has a
+guardian (a stage already sent to a Dask worker of another machine then runs
+to its end there; its result goes to the remote, where the next run finds it):
 
 - :class:`Guardian` starts ``python -m flows.lifecycle`` in a session of its
   own (a ``kill`` of the flow's process group spares it). The flow tells it,
@@ -14,9 +16,13 @@ a guardian:
   is gone without saying "done", it stops those still running (each known by
   pid *and* start time, so a reused pid is never hit), removes the folders
   and marks the flow run Crashed on the Prefect server.
-- It keeps all that in a ledger file. If the guardian itself was killed, or
-  the server was unreachable, the next flow run finishes the job
-  (:func:`clean_leftovers`).
+- It keeps all that in a ledger file, in a folder only this user can write
+  (flows/private.py). If the guardian itself was killed, or the server was
+  unreachable, the next flow run finishes the job (:func:`clean_leftovers`).
+  Even so a ledger is acted on only within bounds: folders are removed only
+  inside this user's folder of experiment clones, processes stopped only if
+  they lost their parent, and a flow run is marked only on the server this
+  flow run uses (with its credentials), never one a ledger names.
 
 :func:`watch_server` ends a flow run within seconds of losing its Prefect
 server, instead of letting Prefect's client retry for minutes.
@@ -34,7 +40,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -43,6 +48,9 @@ from pathlib import Path
 
 import psutil
 
+from flows.private import private_dir
+
+CLONES = "experiments"  # under flows/private.py's folder: experiment clones
 SNAPSHOT_S = 0.5  # how often the guardian notes the flow's descendants
 STOP_WAIT_S = 5.0  # between SIGTERM and SIGKILL for a leftover process
 LEDGER_DAYS = 7  # a flow run still unmarked after this long is given up
@@ -50,8 +58,17 @@ CRASH_MESSAGE = "the flow's process ended without reporting (killed, or its serv
 
 
 def ledger_dir() -> Path:
-    """Per user: a ledger names processes and folders only its owner may stop."""
-    return Path(tempfile.gettempdir()) / f"mnist-cnn-flows-{os.getuid()}"
+    """Per user, private: a ledger names processes and folders to stop and remove."""
+    return private_dir("flows")
+
+
+def removable(path: str | Path) -> bool:
+    """Whether a ledger may remove ``path``: a folder (not a symlink) inside
+    this user's folder of experiment clones, the only folders a flow owns."""
+    path = Path(path)
+    if path.is_symlink() or not path.is_dir():
+        return False
+    return private_dir(CLONES) in path.resolve().parents
 
 
 def _identity(proc: psutil.Process) -> tuple[int, float]:
@@ -92,28 +109,39 @@ def _gone(proc: psutil.Process) -> bool:
         return True
 
 
-def _stop(processes: list[tuple[int, float]]) -> None:
-    found = [p for pid, created in processes if (p := _same_process(pid, created))]
-    listed = {p.pid for p in found}
-    alive = [p for p in found if _left_behind(p, listed)]
-    for proc in alive:
+def terminate(processes: list[psutil.Process], wait_s: float = STOP_WAIT_S) -> None:
+    """SIGTERM, then SIGKILL after ``wait_s`` for those still running: the one
+    way this project stops a process (a stage and its children, a leftover,
+    a server)."""
+    for proc in processes:
         with contextlib.suppress(psutil.Error):
             proc.terminate()
-            proc.resume()  # a suspended process gets its TERM now, not a KILL later
-    _, still = psutil.wait_procs(alive, timeout=STOP_WAIT_S)
+            proc.resume()  # a suspended process (Ctrl-Z) gets its TERM now, not a KILL later
+    _, still = psutil.wait_procs(processes, timeout=wait_s)
     for proc in still:
         with contextlib.suppress(psutil.Error):
             proc.kill()
+    psutil.wait_procs(still, timeout=wait_s)
+
+
+def _stop(processes: list[tuple[int, float]]) -> None:
+    found = [p for pid, created in processes if (p := _same_process(pid, created))]
+    listed = {p.pid for p in found}
+    terminate([p for p in found if _left_behind(p, listed)])
 
 
 def _mark_crashed(flow_run: dict, api_url: str | None = None) -> bool:
     """Set the flow run Crashed (if it still looks running) and say so in its
     name. False if the server did not answer: try again later. A run of a
     temporary server (``api_url`` None in the ledger) is looked up at
-    ``api_url``: temporary servers share Prefect's local database."""
+    ``api_url``: temporary servers share Prefect's local database. Only
+    ``api_url`` is sent this user's credentials, when given: a run of
+    another server waits for a flow run that uses that one."""
     import httpx
 
-    base = (flow_run["api_url"] or api_url or "").rstrip("/")
+    if api_url and flow_run.get("api_url") not in (None, api_url):
+        return False
+    base = (api_url or flow_run.get("api_url") or "").rstrip("/")
     if not base:
         return False
     try:
@@ -145,7 +173,8 @@ def clean_up(ledger: dict, api_url: str | None = None) -> bool:
     marked = run is None or _mark_crashed(run, api_url)
     _stop([tuple(p) for p in ledger.get("processes", [])])
     for path in ledger.get("paths", []):
-        shutil.rmtree(path, ignore_errors=True)
+        if removable(path):
+            shutil.rmtree(path, ignore_errors=True)
     return marked
 
 
@@ -249,8 +278,10 @@ class Guardian:
     """The flow process's side: start a guardian, tell it what to undo."""
 
     def __init__(self, folder: Path | None = None):
-        folder = folder or ledger_dir()
-        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if folder is None:
+            folder = ledger_dir()
+        else:  # a test's
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.ledger = folder / f"{os.getpid()}-{uuid.uuid4().hex[:8]}.json"
         self._lock = threading.Lock()
         self._proc = subprocess.Popen(

@@ -1,107 +1,61 @@
 """The whole study as one Prefect flow run over the DVC pipeline.
 
-One task run per DVC stage (``download``, ``preprocess``, ``train[task1]``,
-``evaluate[task1]``, ..., ``report``) in the dependency order of dvc.yaml.
-DVC decides what each stage needs (flows/dvc_project.py), and each task run
-ends in one of three states, also said in its name (``train[task1] · cached``):
+DVC decides what each stage needs (flows/dvc_project.py), and the flow makes
+a task run for each stage that needs work, in the dependency order of
+dvc.yaml; its state says what happened (flows/ui.py ``Outcome``), also in
+its name (``train[task1] · cached``):
 
 - ``Completed``: the stage was stale and its command ran;
 - ``Cached``: the stage was stale, but DVC's run-cache had its outputs for
   exactly these inputs; they were restored, nothing ran;
-- ``UpToDate``: dvc.lock already records the stage with its current inputs
-  and outputs; nothing to do.
+- ``Failed``: its command failed, with the reason as the state's message.
 
-Task runs carry no tags: Prefect checks each tag of a task run against the
-server's concurrency limits, a call to the API per task run and tag.
+A stage that is up to date (dvc.lock records it with its current inputs and
+outputs) gets no task run: one task run, ``check``, lists every stage's
+verdict, and the flow run's name and message say how many were up to date.
+So a no-op costs what DVC's checks cost, however many stages there are.
 
-Prefect caches nothing itself: DVC's cache is the one store.
+Where a stale stage runs is a stage runner's business: here in the project
+folder (flows/local.py) or on workers through the DVC remote
+(flows/remote.py); each restores, runs and records. Prefect caches nothing
+itself: DVC's cache is the one store. Task runs carry no tags: Prefect checks
+each tag of a task run against the server's concurrency limits, a call to
+the API per task run and tag.
 
-    python -m flows.pipeline [--tasks task1,task3] [--workers N] [--project DIR]
+    python -m flows.pipeline [--tasks T1,T2] [--workers N] [-S KEY=VALUE ...]
+                             [--project DIR] [--remote NAME [--dask-address ADDRESS]]
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import os
 import sys
 from collections.abc import Callable
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, get_run_logger, task
-from prefect.cache_policies import NO_CACHE
-from prefect.exceptions import TerminationSignal
-from prefect.futures import PrefectFuture, as_completed
+from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 from prefect.states import Completed, Failed
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows import experiment, lifecycle, ui
-from flows.dvc_project import DvcProject
-from flows.executor import (
-    DaskDispatcher,
-    StageFailed,
-    StageRefused,
-    StageRequest,
-    execute,
-    run_command,
-    stop_stages,
-)
+from flows import dvc_internals, experiment, lifecycle, private, sweep, ui
 from flows.experiment import checked_params
+from flows.local import LocalRunner
+from flows.remote import DaskDispatcher, DaskUnreachable, RemoteRunner
+from flows.scheduler import Point, Scheduler, stop_stages
+from flows.ui import DONE, Outcome
 from mnist_cnn.cli import runner
 from mnist_cnn.cli.checks import ParamsError
 from mnist_cnn.params import Params
 
 FLOW_NAME = "mnist-cnn-study"
 DEFAULT_WORKERS = max(1, min(2, os.cpu_count() or 1))
-DOWNLOAD_RETRIES = 2
-RUN, CACHED, UP_TO_DATE = "ran", "cached", "up-to-date"  # what a stage needed
-STATE_NAMES = {RUN: "Completed", CACHED: "Cached", UP_TO_DATE: "UpToDate"}
-# In the task run's name too: the UI's graph colours all three the same green.
-NAME_SUFFIX = {RUN: "", CACHED: " · cached", UP_TO_DATE: " · up to date"}
-DONE = set(STATE_NAMES.values())
-
-
-def run_name(stage: str) -> str:
-    """``train@task1`` -> ``train[task1]``."""
-    base, _, item = stage.partition("@")
-    return f"{base}[{item}]" if item else base
-
-
-@task(cache_policy=NO_CACHE, persist_result=False, retry_delay_seconds=5)
-def run_stage(stage: str, action: str, why: str, cmd: str, root: str | None,
-              request: StageRequest | None = None, dask_address: str | None = None):
-    """One DVC stage: run its command (``action`` ``ran``), or report that DVC
-    restored it from its cache or found it up to date. With a ``request`` it
-    runs from the DVC remote (flows/executor.py) on a worker of the Dask
-    scheduler at ``dask_address`` (else here), and returns the stage's lock
-    entry as its state's data; without, in the project folder ``root``, which
-    any worker must see at the same path. The flow records the result in
-    dvc.lock."""
-    logger = get_run_logger()
-    if action == UP_TO_DATE:
-        logger.info("%s: up to date, nothing to do (dvc.lock records its current inputs)",
-                    stage)
-        return Completed(name=STATE_NAMES[UP_TO_DATE], message="up to date in dvc.lock")
-    if action == CACHED:
-        message = f"restored from DVC's run-cache, nothing ran; changed: {why}"
-        logger.info("%s: %s", stage, message)
-        return Completed(name=STATE_NAMES[CACHED], message=message)
-    logger.info("> %s", cmd)
-    try:
-        if request and dask_address:
-            entry = DaskDispatcher(dask_address).run(request, logger.info)
-        elif request:
-            entry = execute(request, logger.info)
-        else:
-            entry = run_command(cmd, root, stage, logger.info)
-    except (StageFailed, StageRefused) as exc:
-        logger.error("%s", exc)
-        return Failed(message=str(exc))
-    logger.info("%s: ran, because %s", stage, why)
-    return Completed(message=f"ran; changed: {why}", data=entry)
+MAX_WORKERS = 16  # threads for task runs: more workers than this are refused
+MAX_POINTS = sweep.MAX_POINTS
 
 
 def check_tasks(tasks: list[str] | None, known: list[str]) -> None:
@@ -134,54 +88,126 @@ class RunRefused(ValueError):
         self.what = what
 
 
-def dvc_remotes(root: Path) -> list[str]:
-    """The DVC remotes a project has (its config files, as ``dvc remote list``)."""
-    from dvc.repo import Repo
-
-    with Repo(str(root)) as repo:
-        return sorted(repo.config["remote"])
-
-
 def _params(root: Path, commit: str, overrides: dict[str, Any] | None,
             workers: int) -> Params:
     """The params a command-line run uses: any override of a key that exists."""
     return checked_params(root, overrides, commit)
 
 
-def run_study(root: Path, tasks: list[str] | None, workers: int,
-              overrides: dict[str, Any] | None,
-              params_for: Callable[[Path, str, dict | None, int], Params] = _params,
-              remote: str | None = None, dask_address: str | None = None):
-    """The body of the flows in this package (``pipeline``, and the served
-    ``study`` of flows/serve.py): check the input, then run the stages.
+def check_input(root: Path, tasks: list[str] | None, workers: int,
+                points: list[dict[str, Any]],
+                params_for: Callable[[Path, str, dict | None, int], Params] = _params,
+                remote: str | None = None, dask_address: str | None = None,
+                max_points: int = sweep.MAX_POINTS) -> str | None:
+    """Every problem with a run's input named before anything runs (RunRefused
+    or ParamsError): params.yaml with each point's overrides, the tasks, the
+    workers, the number of points, the DVC remote and the Dask scheduler
+    (both must answer). Returns the commit experiments run (None for the
+    project as it is: one point, no overrides).
     ``params_for(root, commit, overrides, workers)`` gives the params a run
-    uses, or ParamsError naming what this entry point does not allow.
-    ``remote``: run stale stages from that DVC remote (flows/executor.py), on
-    the workers of the Dask scheduler at ``dask_address`` if given."""
-    logger = get_run_logger()
-    commit, edited = ui.git_state(root)
-    exp = None
-    if overrides:  # HEAD with the overrides only, saved as an experiment
-        exp = experiment.Experiment(root, experiment.git(root, "rev-parse", "HEAD").strip(),
-                                    dict(overrides), flow_run.get_name())
-        edited = []
-    label = (exp.name, len(overrides)) if exp else None
-    try:  # every problem in params.yaml, the overrides and tasks, named, before any stage
-        if workers < 1:  # the UI's Run form does not check it
-            raise RunRefused("invalid workers", f"workers must be at least 1, got {workers}")
-        if exp:
-            try:
-                experiment.check_name(exp.name)
-            except ValueError as exc:
-                raise RunRefused("invalid run name", str(exc)) from None
-        params = params_for(root, exp.commit if exp else "HEAD", overrides, workers)
-        if remote and remote not in (known := dvc_remotes(root)):
-            raise RunRefused("unknown remote", f"--remote {remote}: no such DVC remote in "
-                             f"{root}; known: {', '.join(known) or 'none'} (dvc remote add)")
+    uses, or ParamsError naming what this entry point does not allow."""
+    if not 1 <= workers <= MAX_WORKERS:  # the UI's Run form does not check it
+        raise RunRefused("invalid workers", f"workers must be 1 to {MAX_WORKERS}, got {workers}")
+    if len(points) > max_points:
+        raise RunRefused("too many points", f"the sweep has {len(points)} points, more than "
+                         f"--max-points {max_points}: sweep fewer values, or raise the bound")
+    try:  # where the flow keeps its ledgers and clones
+        private.root()
+    except private.UnsafeFolder as exc:
+        raise RunRefused("unsafe folder", str(exc)) from None
+    commit = None
+    if any(points):  # HEAD with the overrides, run in a clone
+        try:
+            commit = experiment.git(root, "rev-parse", "--verify", "HEAD^{commit}").strip()
+        except RuntimeError:
+            raise RunRefused("no commit", f"{root}: no commit yet; a run with overrides "
+                             "runs the last commit with them: commit the project first") from None
+    for overrides in points:
+        params = params_for(root, commit or "HEAD", overrides or None, workers)
         try:
             check_tasks(tasks, list(params.tasks))
         except ValueError as exc:
             raise RunRefused("unknown task", str(exc)) from None
+    if remote:
+        from dvc.exceptions import DvcException
+        from dvc.repo import Repo
+
+        with Repo(str(root)) as repo:
+            if remote not in (known := sorted(repo.config["remote"])):
+                raise RunRefused("unknown remote", f"--remote {remote}: no such DVC remote in "
+                                 f"{root}; known: {', '.join(known) or 'none'} (dvc remote add)")
+            try:
+                dvc_internals.check_remote(repo, remote)
+            except DvcException as exc:
+                raise RunRefused("unreachable remote", str(exc)) from None
+    if dask_address:
+        try:
+            DaskDispatcher(dask_address)
+        except DaskUnreachable as exc:
+            raise RunRefused("no dask scheduler", str(exc)) from None
+    return commit
+
+
+def _points(root: Path, commit: str | None, overrides: dict, axes: dict, logger) -> list[Point]:
+    """The run's points, named; those an experiment of ``commit`` has done already, reused."""
+    if not (overrides or axes):
+        return [Point("", {})]
+    points = []
+    for values in sweep.grid(overrides, axes):
+        name = sweep.point_name(values, axes) if axes else flow_run.get_name()
+        done = experiment.same_params(root, commit, values)
+        if done:
+            logger.info("%s: experiment %s has these params at this commit already; "
+                        "reused, not run again", name, done)
+            points.append(Point(done, values, reused=True))
+            continue
+        free = experiment.free_name(root, name)
+        if free != name:
+            logger.warning("an experiment named %s exists already: this one is %s", name, free)
+        if free in {p.name for p in points}:  # two points one name (values that read alike)
+            free = experiment.free_name(root, f"{free}-{len(points)}")
+        points.append(Point(free, values, experiment.Experiment(root, commit, values, free)))
+    return points
+
+
+def run_study(root: Path, tasks: list[str] | None, workers: int,
+              overrides: dict[str, Any] | None,
+              params_for: Callable[[Path, str, dict | None, int], Params] = _params,
+              remote: str | None = None, dask_address: str | None = None,
+              on_dask: bool = False, sweep_axes: dict[str, list] | None = None,
+              max_points: int = sweep.MAX_POINTS):
+    """The body of the flows in this package (``pipeline``, and the served
+    ``study`` of flows/serve.py): check the input, then run the stages of
+    every point (the project itself; one experiment with ``overrides``; the
+    grid of ``sweep_axes``, each point an experiment). ``remote``: run stale
+    stages through that DVC remote (flows/remote.py), on the workers of the
+    Dask scheduler at ``dask_address`` if given. ``on_dask``: the flow's task
+    runner sends the stages to Dask workers that see the project folder (no
+    ready interpreters here, then)."""
+    logger = get_run_logger()
+    # DVC's own stdout handlers would print each of its lines again beside
+    # Prefect's, and its notes (a stage cached, dvc.lock updated) repeat ours.
+    logging.getLogger("dvc").handlers.clear()
+    logging.getLogger("dvc").setLevel(logging.WARNING)
+    commit, edited = ui.git_state(root)
+    overrides, axes = dict(overrides or {}), dict(sweep_axes or {})
+    specs = sweep.grid(overrides, axes) if (overrides or axes) else [{}]
+    label = None
+    if overrides or axes:
+        edited = []  # a clone of the commit runs, not the workspace
+        label = ((f"sweep of {len(specs)} points", len(axes)) if axes else
+                 (flow_run.get_name(), len(overrides)))
+    try:  # every problem in params.yaml, the overrides and tasks, named, before any stage
+        if overrides and not axes:
+            try:
+                experiment.check_name(flow_run.get_name())
+            except ValueError as exc:
+                raise RunRefused("invalid run name", str(exc)) from None
+        head = check_input(root, tasks, workers, specs, params_for, remote, dask_address,
+                           max_points)
+        points = _points(root, head, overrides, axes, logger)
+        if label and not axes:
+            label = (points[0].name, len(overrides))
     except (ParamsError, ValueError) as exc:
         what, problems = _problems(exc)
         ui.label_run(commit, edited, f"{what}: {problems[0].split(':')[0]}",
@@ -198,22 +224,38 @@ def run_study(root: Path, tasks: list[str] | None, workers: int,
     watching = lifecycle.watch_server(api, lambda why: lifecycle.exit_now(
         f"{why}; stopping this flow run. Stages that finished are recorded in dvc.lock: "
         "run the flow again to go on", before=stop_stages))
+
+    def done(point: Point) -> None:  # each experiment saved once its stages are, not at the end
+        if axes:
+            point.results = sweep.results(point.work)
+        # A report left up to date is the one an earlier run published.
+        elif point.states.get("report") in DONE - {Outcome.UP_TO_DATE}:
+            ui.publish_results(point.work, ui.summary(point.states), point.name or None)
+        point.close()
+        if point.exp and point.ok:
+            logger.info("saved as DVC experiment %s: `dvc exp show` lists it", point.name)
+
     try:
-        with experiment.workspace(exp, guardian) if exp else nullcontext(root) as work:
-            # Every file fetched from the remote is hashed before it is used.
-            config = {**(exp.config if exp else {}),
-                      **({"remote": {remote: {"verify": True}}} if remote else {})}
-            with DvcProject(work, config or None) as dvc:
-                states = Scheduler(dvc, select(dvc.graph, tasks), workers, logger,
-                                   remote, dask_address).run()
-            what = ui.summary(states)
-            ok = all(st in (*DONE, "Skipped") for st in states.values())
-            if ok and exp:
-                experiment.save(exp, work)
-                logger.info("saved as DVC experiment %s: `dvc exp show` lists it", exp.name)
-            # A report left up to date is the one an earlier run published.
-            if states.get("report") in DONE - {STATE_NAMES[UP_TO_DATE]}:
-                ui.publish_results(work, what, exp.name if exp else None)
+        with contextlib.ExitStack() as opened:
+            for point in (p for p in points if not p.reused):
+                opened.callback(point.close)
+                point.work = root
+                # Every file fetched from the remote is hashed before it is used.
+                point.open(guardian, {"remote": {remote: {"verify": True}}} if remote else {},
+                           logger.warning)
+                point.stages = RemoteRunner(point.dvc, remote, dask_address) if remote else \
+                    LocalRunner(point.dvc, workers, here=not on_dask)
+                point.wanted = select(point.dvc.graph, tasks)
+            Scheduler([p for p in points if not p.reused], workers, logger, done).run()
+            states = {f"{p.name}:{s}" if axes else s: st
+                      for p in points for s, st in p.states.items()}
+            what = ui.summary(states) if not axes else sweep.summary(points)
+            ok = all(p.ok for p in points)
+            if axes:
+                sweep.publish(root, points, axes, what)
+            elif points[0].reused:
+                logger.info("%s: `dvc exp apply %s` puts its results in your workspace",
+                            points[0].name, points[0].name)
     except BaseException as exc:
         # Said at the top of the UI, not only in the log; best effort, the
         # server may be what failed.
@@ -229,19 +271,21 @@ def run_study(root: Path, tasks: list[str] | None, workers: int,
     finally:
         watching.set()
     logger.info("%s", ui.label_run(commit, edited, what, ui.outcome_tags(states), label))
-    # Skipped (a stage waiting on an unselected, stale task) is not a failure.
-    if not ok:
-        return Failed(message=what, data=states)
-    return states
+    # A failure's message says why, whole: each failed stage's own reason.
+    message = "; ".join([what, *(r for p in points for r in p.reasons.values())])
+    return (Completed if ok else Failed)(message=message,
+                                         data={s: str(o) for s, o in states.items()})
 
 
 # Threads for task runs; how many stages do real work at once is `workers`.
-@flow(name=FLOW_NAME, log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=16))
+@flow(name=FLOW_NAME, log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=MAX_WORKERS))
 def pipeline(tasks: list[str] | None = None, workers: int = DEFAULT_WORKERS,
              overrides: dict[str, Any] | None = None, project: str = ".",
-             remote: str | None = None, dask_address: str | None = None) -> dict[str, str]:
+             remote: str | None = None, dask_address: str | None = None,
+             sweep: dict[str, list] | None = None,
+             max_points: int = MAX_POINTS) -> dict[str, str]:
     """Run the study's DVC stages: DVC decides what each needs; returns each
-    stage's final state (Completed: ran, Cached: restored, UpToDate).
+    stage's outcome (Completed: ran, Cached: restored, UpToDate, Skipped).
 
     Args:
         tasks: only these tasks' train/evaluate stages (plus download,
@@ -255,110 +299,18 @@ def pipeline(tasks: list[str] | None = None, workers: int = DEFAULT_WORKERS,
         remote: a DVC remote of the project: stages then run in scratch
             folders, fetching their inputs from it and pushing their outputs
             to it, and what it holds is restored, not rerun.
-        dask_address: with ``remote``, a Dask scheduler whose workers run the
-            stages (they need the remote, not the Prefect API).
+        dask_address: a Dask scheduler whose workers run the stages: with
+            ``remote`` they need the remote, not the Prefect API; without, they
+            see the project folder at the same path (the flow is then run with
+            a Dask task runner, as ``main`` does).
+        sweep: params to sweep, each with its values, e.g.
+            {"tasks.task1.optimizer.learning_rate": [0.01, 0.05]}: every
+            combination (with ``overrides``) is a DVC experiment of its own.
+        max_points: a sweep of more points than this is refused.
     """
     return run_study(Path(project).resolve(), tasks, workers, overrides, remote=remote,
-                     dask_address=dask_address)
-
-
-class Scheduler:
-    """Submit each stage once its upstream stages are done. DVC is asked then
-    (not before) whether it is stale, so it sees what upstream just wrote.
-
-    An up-to-date stage, or one restored from the run-cache, takes no worker;
-    at most ``workers`` stage commands run at once. With a DVC ``remote``,
-    stages run from requests (flows/executor.py): the run-cache is looked up
-    there too before a stage is sent, and a worker's result is recorded from
-    there."""
-
-    def __init__(self, dvc: DvcProject, wanted: list[str], workers: int, logger,
-                 remote: str | None = None, dask_address: str | None = None):
-        self.dvc, self.wanted, self.workers, self.logger = dvc, wanted, workers, logger
-        self.remote, self.dask_address = remote, dask_address
-        self.requests: dict[str, StageRequest] = {}
-        self.states: dict[str, str] = {}
-        self.futures: dict[str, PrefectFuture] = {}
-        self.running: dict[PrefectFuture, tuple[str, bool]] = {}  # (stage, its command runs)
-        self.to_run: list[tuple[str, str]] = []  # (stage, why): prepared, waiting for a worker
-
-    def submit(self, stage: str, action: str, why: str) -> PrefectFuture:
-        ups = [self.futures[u] for u in self.dvc.graph[stage] if u in self.futures]
-        future = run_stage.with_options(
-            name=run_name(stage), task_run_name=run_name(stage) + NAME_SUFFIX[action],
-            retries=DOWNLOAD_RETRIES if stage == "download" and action == RUN else 0,
-        ).submit(stage, action, why, self.dvc.command(stage),
-                 None if stage in self.requests else self.dvc.root, self.requests.get(stage),
-                 self.dask_address, wait_for=ups)
-        self.futures[stage] = future
-        return future
-
-    def _blockers(self, stage: str) -> list[str]:
-        ups = self.dvc.graph[stage]
-        return ([u for u in ups if u in self.states and self.states[u] not in DONE]
-                or [u for u in ups if u not in self.wanted and self.dvc.is_stale(u)])
-
-    def start(self, stage: str) -> None:
-        """Decide what a ready stage needs and start it."""
-        if blockers := self._blockers(stage):
-            self.logger.warning("skipping %s: %s not up to date", stage, ", ".join(blockers))
-            self.states[stage] = "Skipped"
-        elif not self.dvc.is_stale(stage):
-            self.running[self.submit(stage, UP_TO_DATE, "")] = (stage, False)
-        else:
-            why = "; ".join(self.dvc.why_stale(stage))
-            if self.dvc.prepare(stage) or (  # restored from the run-cache, here or remote
-                    self.remote and self.dvc.restore_from_remote(stage, self.remote)):
-                self.dvc.commit(stage)
-                self.running[self.submit(stage, CACHED, why)] = (stage, False)
-            else:  # in dvc.yaml's order: a task's evaluate before the next task's train
-                if self.remote:
-                    self.requests[stage] = self.dvc.request(stage, self.remote)
-                self.to_run.append((stage, why))
-                self.to_run.sort(key=lambda item: self.wanted.index(item[0]))
-
-    def finish(self, future: PrefectFuture) -> None:
-        future.wait()  # records the final state on the future
-        stage, ran = self.running.pop(future)
-        state = future.state
-        self.states[stage] = state.name
-        if state.name not in DONE:
-            self.logger.error("%s ended %s: %s", stage, state.name, state.message)
-        elif ran and stage in self.requests:  # from the remote, checked, into dvc.lock
-            try:
-                self.dvc.record_remote(stage, self.requests[stage], state.result())
-            except StageRefused as exc:
-                self.logger.error("%s", exc)
-                self.states[stage] = "Failed"
-        elif ran:  # into dvc.lock before anything downstream starts
-            self.dvc.commit(stage)
-
-    def _unfinished(self) -> set[str]:
-        """Stages whose outputs are not final yet: their command runs or waits."""
-        return {s for s, ran in self.running.values() if ran} | {s for s, _ in self.to_run}
-
-    def run(self) -> dict[str, str]:
-        waiting = list(self.wanted)  # dependencies first
-        try:
-            while waiting or self.running or self.to_run:
-                for stage in list(waiting):
-                    if not set(self.dvc.graph[stage]) & (set(waiting) | self._unfinished()):
-                        waiting.remove(stage)
-                        self.start(stage)
-                working = sum(ran for _, ran in self.running.values())
-                while self.to_run and working < self.workers:
-                    stage, why = self.to_run.pop(0)
-                    self.running[self.submit(stage, RUN, why)] = (stage, True)
-                    working += 1
-                if self.running:
-                    self.finish(next(as_completed(list(self.running))))
-        except (KeyboardInterrupt, TerminationSignal):
-            # Ctrl-C, or `kill PID` (Prefect raises TerminationSignal here). The
-            # stages run in sessions of their own: stopped now, or this process
-            # would wait for them (minutes) in the task runner's shut-down.
-            stop_stages()
-            raise
-        return self.states
+                     dask_address=dask_address, on_dask=bool(dask_address and not remote),
+                     sweep_axes=sweep, max_points=max_points)
 
 
 def dask_runner(address: str):
@@ -375,15 +327,11 @@ def _task_list(text: str) -> list[str]:
     return tasks
 
 
-def _override(text: str) -> tuple[str, Any]:
-    """``tasks.task1.optimizer.learning_rate=0.05`` -> (key, 0.05), the value
-    read as YAML, as DVC reads params."""
+def _value(text: str) -> Any:
+    """A value as DVC reads params (YAML)."""
     from flows.dvc_internals import loads_yaml
 
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    return key.strip(), loads_yaml(value)
+    return loads_yaml(text)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -398,9 +346,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS, metavar="N",
                         help="stage commands run at once, at most (default %(default)s)")
     parser.add_argument("-S", "--set-param", dest="overrides", action="append", default=[],
-                        type=_override, metavar="KEY=VALUE",
+                        metavar="KEY=VALUE",
                         help="change a param for this run only, as `dvc exp run -S` does; the "
-                        "run is saved as a DVC experiment, your workspace is untouched")
+                        "run is saved as a DVC experiment, your workspace is untouched. "
+                        "Several values (KEY=a,b,c, KEY=range(1,5), KEY=choice(a,b)) make a "
+                        "sweep: every combination is an experiment of its own. "
+                        "++KEY=VALUE replaces a value by one of another kind")
+    parser.add_argument("--max-points", type=int, default=MAX_POINTS, metavar="N",
+                        help="refuse a sweep of more points (default %(default)s)")
     parser.add_argument("--project", default=".", metavar="DIR",
                         help="project folder holding dvc.yaml (default: current folder)")
     parser.add_argument("--dask-address", metavar="tcp://HOST:PORT",
@@ -411,26 +364,30 @@ def main(argv: list[str] | None = None) -> int:
                         "scratch folder of its worker, its inputs fetched from the remote by "
                         "hash, its outputs pushed there; workers share nothing but the remote")
     args = parser.parse_args(argv)
-    if args.workers < 1:
-        parser.error("--workers must be at least 1")
-    overrides = dict(args.overrides) or None
-    try:  # before a Prefect server is even started
-        params = checked_params(Path(args.project).resolve(), overrides)
-    except ParamsError as exc:
-        parser.exit(1, f"error: {exc}\n")
     try:
-        check_tasks(args.tasks, list(params.tasks))
+        overrides, axes = sweep.parse(args.overrides, _value)
     except ValueError as exc:
         parser.error(str(exc))
+    try:  # before a Prefect server is even started
+        check_input(Path(args.project).resolve(), args.tasks, args.workers,
+                    sweep.grid(overrides, axes) if (overrides or axes) else [{}],
+                    remote=args.remote, dask_address=args.dask_address,
+                    max_points=args.max_points)
+    except RunRefused as exc:
+        if exc.what in ("unknown task", "invalid workers"):  # the command line's own
+            parser.error(str(exc))
+        parser.exit(1, f"error: {exc}\n")
+    except ParamsError as exc:
+        parser.exit(1, f"error: {exc}\n")
     # Before Prefect may start a temporary server: it is then ours to stop.
     lifecycle.guardian()
-    # With --remote, stages go to Dask as plain tasks (flows/executor.py); without,
+    # With --remote, stages go to Dask as plain tasks (flows/remote.py); without,
     # the flow's task runs themselves do, and workers share the project folder.
     flow_ = pipeline.with_options(task_runner=dask_runner(args.dask_address)) \
         if args.dask_address and not args.remote else pipeline
-    state = flow_(tasks=args.tasks, workers=args.workers, overrides=overrides,
-                  project=args.project, remote=args.remote,
-                  dask_address=args.dask_address if args.remote else None, return_state=True)
+    state = flow_(tasks=args.tasks, workers=args.workers, overrides=overrides or None,
+                  project=args.project, remote=args.remote, dask_address=args.dask_address,
+                  sweep=axes or None, max_points=args.max_points, return_state=True)
     return 0 if state.is_completed() else 1
 
 

@@ -31,10 +31,11 @@ from pathlib import Path
 from typing import Any
 
 from prefect import flow
+from prefect.states import Failed
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows import experiment
-from flows.pipeline import DEFAULT_WORKERS, FLOW_NAME, run_study
+from flows.pipeline import DEFAULT_WORKERS, FLOW_NAME, MAX_POINTS, MAX_WORKERS, run_study
 from mnist_cnn.cli.checks import ParamsError
 from mnist_cnn.params import Params, set_key
 
@@ -54,6 +55,7 @@ class Limits:
     max_seeds: int = 5
     max_workers: int = os.cpu_count() or 1
     timeout_hours: float = 6.0
+    max_points: int = MAX_POINTS
 
     @classmethod
     def from_env(cls) -> Limits:
@@ -96,10 +98,11 @@ class Limits:
         return params
 
 
-@flow(name=FLOW_NAME, log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=16),
+@flow(name=FLOW_NAME, log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=MAX_WORKERS),
       timeout_seconds=Limits.from_env().timeout_hours * 3600)
 def study(tasks: list[str] | None = None, workers: int = DEFAULT_WORKERS,
-          overrides: dict[str, Any] | None = None) -> dict[str, str]:
+          overrides: dict[str, Any] | None = None,
+          sweep: dict[str, list] | None = None) -> dict[str, str]:
     """Run the study's DVC stages in this project: DVC decides what each
     needs (Completed: ran, Cached: restored from DVC's cache, UpToDate).
 
@@ -110,8 +113,16 @@ def study(tasks: list[str] | None = None, workers: int = DEFAULT_WORKERS,
         overrides: params to change for this run, as `dvc exp run -S` takes
             them, e.g. {"tasks.task1.optimizer.learning_rate": 0.05}; the run
             is then saved as a DVC experiment named after the flow run.
+        sweep: params to sweep, each with its list of values, e.g.
+            {"tasks.task1.optimizer.learning_rate": [0.01, 0.05, 0.1]}: each
+            combination (with the overrides) is a DVC experiment of its own.
     """
-    return run_study(PROJECT, tasks, workers, overrides, Limits.from_env().params)
+    if sweep is not None and not all(isinstance(v, list) and v for v in sweep.values()):
+        return Failed(message="sweep: give each key a list of values, e.g. "
+                      '{"tasks.task1.optimizer.learning_rate": [0.01, 0.05]}')
+    limits = Limits.from_env()
+    return run_study(PROJECT, tasks, workers, overrides, limits.params, sweep_axes=sweep,
+                     max_points=limits.max_points)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -126,15 +137,20 @@ def main(argv: list[str] | None = None) -> int:
                         help="stage commands a served run may run at once")
     parser.add_argument("--timeout-hours", type=float, default=default.timeout_hours,
                         help="a served run is stopped after this long")
+    parser.add_argument("--max-points", type=int, default=default.max_points,
+                        help="points a served sweep may have")
     args = parser.parse_args(argv)
-    limits = Limits(args.max_epochs, args.max_seeds, args.max_workers, args.timeout_hours)
+    limits = Limits(args.max_epochs, args.max_seeds, args.max_workers, args.timeout_hours,
+                    args.max_points)
     os.environ[LIMITS_ENV] = json.dumps(asdict(limits))  # the runs are child processes
     study.with_options(timeout_seconds=limits.timeout_hours * 3600).serve(
         name=DEPLOYMENT,
         description="The MNIST CNN study over its DVC pipeline. Leave `overrides` empty to "
                     "run the project as it is; give e.g. "
                     '{"tasks.task1.optimizer.learning_rate": 0.05} to run a DVC experiment '
-                    "(`dvc exp show` lists it). Limits: "
+                    "(`dvc exp show` lists it); give `sweep` a list of values per key, e.g. "
+                    '{"tasks.task1.optimizer.learning_rate": [0.01, 0.05]}, to run every '
+                    "combination, each an experiment. Limits: "
                     + ", ".join(f"{k} {v}" for k, v in asdict(limits).items()),
         limit=1,  # the stages already use every core
     )

@@ -1,11 +1,16 @@
 """What the Prefect UI shows of a study run: its name and tags (the commit it
-ran, whether params or code were edited, what happened), and its artifacts
-(the results table, a link to the report)."""
+ran, whether params or code were edited, what happened), its progress (a
+progress artifact, the running stages' epoch in their task run's name, their
+training curves as they come), and its artifacts (the results table, the
+report)."""
 
 from __future__ import annotations
 
-import subprocess
+import contextlib
+import threading
+import time
 from collections import Counter
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -13,6 +18,9 @@ from prefect import get_client
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.runtime import flow_run
 
+from flows.experiment import git
+from mnist_cnn.cli.progress import duration
+from mnist_cnn.cli.progress import parse as parse_progress
 from mnist_cnn.metrics import METRICS, PRIMARY
 
 if TYPE_CHECKING:
@@ -25,51 +33,62 @@ REPORT = Path("data/report/report.html")
 CODE = ("dvc.yaml", "mnist_cnn", "stages")  # what the stages run
 
 
-def _git(root: Path, *args: str) -> str:
-    proc = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True)
-    return proc.stdout.strip() if proc.returncode == 0 else ""
+class Outcome(StrEnum):
+    """How a stage ended in a flow run: its state's name in the UI."""
+
+    RAN = "Completed"       # stale, and its command ran
+    CACHED = "Cached"       # stale, its outputs restored from DVC's run-cache; nothing ran
+    UP_TO_DATE = "UpToDate"  # dvc.lock records it with its current inputs: no task run
+    SKIPPED = "Skipped"     # waits on a stage not run (a task left out with --tasks)
+    FAILED = "Failed"
+
+
+DONE = {Outcome.RAN, Outcome.CACHED, Outcome.UP_TO_DATE}  # its outputs are final
 
 
 def git_state(root: Path) -> tuple[str, list[str]]:
     """The short commit and what differs from it: ``params``, ``code``."""
-    commit = _git(root, "rev-parse", "--short", "HEAD") or "no-commit"
+    def out(*args: str) -> str:
+        try:
+            return git(root, *args).strip()
+        except RuntimeError:
+            return ""
+
+    commit = out("rev-parse", "--short", "HEAD") or "no-commit"
     edited = [what for what, paths in (("params", ("params.yaml",)), ("code", CODE))
-              if _git(root, "status", "--porcelain", "--untracked-files=no", "--", *paths)]
+              if out("status", "--porcelain", "--untracked-files=no", "--", *paths)]
     return commit, edited
 
 
 def summary(states: dict[str, str]) -> str:
     """``task1 retrained, 2 more ran, 3 restored from cache, 15 up to date``."""
     count = Counter(states.values())
-    if set(count) == {"UpToDate"}:
+    if set(count) == {Outcome.UP_TO_DATE}:
         return "nothing to do"
     retrained = [s.partition("@")[2] for s, st in states.items()
-                 if st == "Completed" and s.startswith("train@")]
-    failed = [s for s, st in states.items() if st not in ("Completed", "Cached", "UpToDate",
-                                                           "Skipped")]
+                 if st == Outcome.RAN and s.startswith("train@")]
+    failed = [s for s, st in states.items() if st not in (*DONE, Outcome.SKIPPED)]
     parts = [f"failed: {', '.join(failed)}"] if failed else []
     if retrained:
         parts.append(f"{', '.join(retrained)} retrained")
-    if more := count["Completed"] - len(retrained):
+    if more := count[Outcome.RAN] - len(retrained):
         parts.append(f"{more} {'more ' if retrained else ''}ran")
-    if count["Cached"]:
-        parts.append(f"{count['Cached']} restored from cache")
-    if count["UpToDate"]:
-        parts.append(f"{count['UpToDate']} up to date")
-    if count["Skipped"]:
-        parts.append(f"{count['Skipped']} skipped")
+    for outcome, words in ((Outcome.CACHED, "restored from cache"),
+                           (Outcome.UP_TO_DATE, "up to date"), (Outcome.SKIPPED, "skipped")):
+        if count[outcome]:
+            parts.append(f"{count[outcome]} {words}")
     return ", ".join(parts)
 
 
 def outcome_tags(states: dict[str, str]) -> list[str]:
     values = set(states.values())
     tags = [f"retrained:{s.partition('@')[2]}" for s, st in states.items()
-            if st == "Completed" and s.startswith("train@")]
-    tags += [tag for tag, state in (("ran", "Completed"), ("restored", "Cached"))
+            if st == Outcome.RAN and s.startswith("train@")]
+    tags += [tag for tag, state in (("ran", Outcome.RAN), ("restored", Outcome.CACHED))
              if state in values]
-    if values == {"UpToDate"}:
+    if values == {Outcome.UP_TO_DATE}:
         tags.append("nothing-to-do")
-    if values - {"Completed", "Cached", "UpToDate", "Skipped"}:
+    if values - {*DONE, Outcome.SKIPPED}:
         tags.append("failed")
     return tags
 
@@ -80,7 +99,10 @@ def label_run(commit: str, edited: list[str], what: str, tags: list[str],
     (name, number of overrides) for a run saved as a DVC experiment."""
     where = f"{commit}{''.join(f'+{e}' for e in edited)}"
     labels = [f"commit:{commit}", *(f"{e}-edited" for e in edited)]
-    if experiment:
+    if experiment and experiment[0].startswith("sweep "):  # (f"sweep of N points", keys)
+        where += f" {experiment[0]}"
+        labels += ["sweep"]
+    elif experiment:
         exp, n = experiment
         where += f" exp {exp} ({n} override{'s' if n > 1 else ''})"
         labels += [f"exp:{exp}", "overrides"]
@@ -150,3 +172,74 @@ def publish_results(workspace: Path, what: str, experiment: str | None = None) -
     create_markdown_artifact(f"{where}\n\n{text}", key=REPORT_KEY,
                              description="The report: findings and where the full one is")
     return description
+
+
+# --- a run's progress, as it goes ---------------------------------------------------------
+
+PROGRESS_KEY = "mnist-cnn-progress"
+PROGRESS: list[Progress] = []  # the flow run's, while its stages run (one flow run a process)
+
+
+class Progress:
+    """The run's progress bar (a Prefect progress artifact: the percent of
+    the expected compute done, from each stage's estimate, flows/plan.py), the
+    running stages' epoch in their task run's name, and each task's training
+    curves (a table artifact per task, a new version per epoch). Fed the
+    stages' own progress lines (mnist_cnn/cli/progress.py), from any thread."""
+
+    UPDATE_S = 1.0  # at most one progress update a second
+
+    def __init__(self, plan):
+        from prefect.artifacts import create_progress_artifact
+
+        self.plan, self.done, self.curves = plan, {}, {}
+        self._lock, self._sent = threading.Lock(), 0.0
+        self.id = create_progress_artifact(0.0, key=PROGRESS_KEY, description=(
+            f"{len(plan.stages)} stage(s) to run, about {duration(plan.total)} of compute"))
+
+    def _update(self, force: bool = False) -> None:
+        from prefect.artifacts import update_progress_artifact
+
+        total, known = self.plan.total, self.plan.seconds
+        guess = total / max(1, len(known))
+        done = sum(frac * (known.get(s) or guess) for s, frac in self.done.items())
+        if force or time.monotonic() - self._sent >= self.UPDATE_S:
+            self._sent = time.monotonic()
+            with contextlib.suppress(Exception):  # a progress bar never fails a run
+                update_progress_artifact(self.id, min(100.0, 100 * done / total))
+
+    def finished(self, stage: str) -> None:
+        with self._lock:
+            self.done[stage] = 1.0
+            self._update(force=True)
+
+    def line(self, line: str, unit: str) -> None:
+        """A line of the stage ``unit`` (its name in the plan); an epoch line
+        moves the bar, names the task run's epoch and adds to the task's curves."""
+        found = parse_progress(line)
+        if found is None:
+            return
+        stage, task = found["stage"], found["stage"].partition("@")[2]
+        with self._lock:
+            self.done[unit] = found["done"]
+            self._update()
+            rows = self.curves.setdefault(unit, [])
+            rows.append({k: found.get(k) for k in ("seed", "epoch", "loss", "accuracy")})
+            rows = list(rows)
+        with contextlib.suppress(Exception):
+            from prefect.artifacts import create_table_artifact
+            from prefect.runtime import task_run
+
+            create_table_artifact(rows, key=f"curves-{task.lower().replace('_', '-')}",
+                                  description=f"{task}: training loss and accuracy per epoch")
+            if run_id := task_run.get_id():
+                with get_client(sync_client=True) as client:
+                    client.set_task_run_name(run_id, f"{run_label(stage)} · seed "
+                                             f"{found['seed']}/{found['seeds']} · epoch "
+                                             f"{found['epoch']}/{found['epochs']}")
+
+
+def run_label(stage: str) -> str:
+    """``train@task1`` -> ``train[task1]``: a task run's name."""
+    base, _, item = stage.partition("@")
+    return f"{base}[{item}]" if item else base

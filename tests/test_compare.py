@@ -49,3 +49,13 @@ def test_before_any_metrics_each_experiment_is_still_listed():
     out = table(rows(bare)).splitlines()
     assert out[:2] == ["experiment  changed params", "workspace   -"]
     assert out[3].split() == ["task", "workspace"] and out[4] == ""  # no scores yet
+
+
+def test_long_experiment_names_are_shown_whole():
+    data = show(3)
+    for i, exp in enumerate(data[1]["experiments"]):
+        exp["name"] = f"merciful-gecko-{i}-of-a-sweep"
+    out = table(rows(data))
+    headers = " ".join(line for line in out.splitlines() if line.startswith("task ")).split()
+    assert {f"merciful-gecko-{i}-of-a-sweep" for i in range(3)} <= set(headers), out
+    assert "…" not in out and max(map(len, out.splitlines())) <= 120

@@ -280,3 +280,102 @@ def test_a_no_op_reads_params_yaml_once_however_many_tasks(tmp_path, mnist_npz):
     stages = 3 + 2 * (len(TASKS) + 20)
     assert status_parses(patched=False) >= stages - 2  # DVC alone: once per stage with params
     assert status_parses(patched=True) == 1
+
+
+def _copy_project(root, dest, config) -> Repo:
+    import shutil
+
+    for name in ("dvc.yaml", "params.yaml"):
+        shutil.copy2(root / name, dest / name)
+    subprocess.run([sys.executable, "-m", "dvc", "init", "-q", "--no-scm"], cwd=dest,
+                   check=True)
+    return Repo(str(dest), config=config)
+
+
+def test_a_record_is_restored_only_if_it_matches_its_key_and_its_outputs_are_there(
+        repo, tmp_path_factory, capsys):
+    """DVC trusts a record by where it lies: one copied under another key (by
+    whoever can write the remote or a cache) would restore outputs computed
+    from other inputs; one whose outputs are gone made DVC raise
+    CollectCacheError. Both are passed over: the stage is computed."""
+    import shutil
+    from pathlib import Path
+
+    root = Path(repo.root_dir)
+    remote = tmp_path_factory.mktemp("remote")
+    config = {"core": {"remote": "r"}, "remote": {"r": {"url": str(remote), "verify": True}}}
+    with Repo(str(root), config=config) as pushing, contextlib.chdir(root), \
+            dvc_internals.lock_repo(pushing):
+        (stage,) = pushing.index.stages
+        key = dvc_internals.run_cache_key(stage)
+        dvc_internals.push_record(pushing, stage, "r")
+    (record,) = (remote / "runs" / key[:2] / key).iterdir()
+
+    # n: 2 has another key; the record of n: 1 planted under it is refused.
+    other = tmp_path_factory.mktemp("other")
+    with _copy_project(root, other, config) as fresh, contextlib.chdir(other), \
+            dvc_internals.lock_repo(fresh):
+        (other / "params.yaml").write_text("n: 2\n")
+        (stage,) = fresh.index.stages
+        stage.save_deps()
+        forged = dvc_internals.run_cache_key(stage)
+        assert forged != key
+        (remote / "runs" / forged[:2] / forged).mkdir(parents=True)
+        shutil.copy2(record, remote / "runs" / forged[:2] / forged / record.name)
+        assert dvc_internals.fetch_run_cache_record(fresh, stage, "r")
+        assert dvc_internals.restore_record(fresh, stage, "r") is None
+        assert not (other / "out.txt").exists()
+    assert "does not match its key" in capsys.readouterr().err
+
+    # The record is right, but its output is gone from the remote.
+    for obj in (remote / "files").rglob("*"):
+        if obj.is_file():
+            obj.unlink()
+    third = tmp_path_factory.mktemp("third")
+    with _copy_project(root, third, config) as fresh, contextlib.chdir(third), \
+            dvc_internals.lock_repo(fresh):
+        (stage,) = fresh.index.stages
+        stage.save_deps()
+        assert dvc_internals.fetch_run_cache_record(fresh, stage, "r")
+        assert dvc_internals.restore_record(fresh, stage, "r") is None
+
+
+def test_a_record_whose_outputs_are_gone_is_skipped_by_push_and_pull(repo, tmp_path_factory):
+    """`dvc gc -w` removes a variant's outputs and keeps its record: make push
+    (and a teammate's make pull) skip that record with one warning and move
+    everything else."""
+    from pathlib import Path
+
+    root = Path(repo.root_dir)
+    run = lambda *cmd: subprocess.run(cmd, cwd=root, check=True, capture_output=True)  # noqa: E731
+    (root / "params.yaml").write_text("n: 2\n")
+    (root / "dvc.yaml").write_text((root / "dvc.yaml").read_text().replace(
+        "write('x')", "write('y')"))
+    run(sys.executable, "-m", "dvc", "repro", "-q")  # a second variant, then only it kept
+    run(sys.executable, "-m", "dvc", "gc", "-w", "-f", "-q")
+    assert len(dvc_internals.run_cache_records(repo)) == 2
+    remote = tmp_path_factory.mktemp("remote")
+    run(sys.executable, "-m", "dvc", "remote", "add", "r", str(remote))
+    share = subprocess.run([sys.executable, "-m", "tools.share", "push", "--remote", "r"],
+                           cwd=root, capture_output=True, text=True)  # make push
+    assert share.returncode == 0 and "push: 2 file(s)" in share.stdout, share.stderr
+    # out.txt ('y') and its record; the other record: one warning line
+    assert share.stderr.count("warning: not sending run-cache record") == 1, share.stderr
+    assert "(out.txt)" in share.stderr and "Traceback" not in share.stderr
+    assert len(list((remote / "runs").rglob("*/*/*"))) == 1
+
+    # Plain `dvc push --run-cache` sends both records; a teammate's pull gets
+    # what is there, with a warning for the other.
+    plain = tmp_path_factory.mktemp("plain")
+    run(sys.executable, "-m", "dvc", "remote", "add", "plain", str(plain))
+    run(sys.executable, "-m", "dvc", "push", "--run-cache", "-r", "plain")
+    assert len(list((plain / "runs").rglob("*/*/*"))) == 2
+    run("git", "add", "-A")
+    run("git", "-c", "user.name=t", "-c", "user.email=t@example.invalid", "commit", "-qm", "y")
+    teammate = tmp_path_factory.mktemp("teammate")
+    subprocess.run(["git", "clone", "-q", str(root), str(teammate)], check=True)
+    share = subprocess.run([sys.executable, "-m", "tools.share", "pull", "--remote", "plain"],
+                           cwd=teammate, capture_output=True, text=True)  # make pull
+    assert share.returncode == 0, share.stderr
+    assert share.stderr.count("its outputs are not all on the remote") == 1, share.stderr
+    assert (teammate / "out.txt").read_text() == "y"

@@ -314,7 +314,7 @@ def test_a_task_name_given_to_a_stage_is_checked_before_it_names_files(built):
     proc = built.run(sys.executable, "-m", "stages.evaluate", "--task", "../x", "--models",
                      "data/models", "--data", "data/prepared", "--out", "o", check=False)
     assert proc.returncode == 1
-    assert "error: --task: 1 problem(s):\n  - '../x' is not a task name" in proc.stderr
+    assert "error: --task: '../x' is not a task name" in proc.stderr
     assert "Traceback" not in proc.stderr
 
 

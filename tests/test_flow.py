@@ -23,8 +23,9 @@ from prefect.settings import PREFECT_API_URL
 from ruamel.yaml.representer import RepresenterError
 
 from flows.dvc_project import DvcProject
-from flows.pipeline import pipeline, run_name
+from flows.pipeline import pipeline
 from flows.ui import RESULTS_KEY
+from flows.ui import run_label as run_name
 from tests.conftest import (
     TASKS,
     finish,
@@ -53,10 +54,13 @@ def project(tmp_path_factory, mnist_npz, harness):
 
 
 def run_flow(project, **params) -> dict[str, str]:
-    """Run the flow; return {task run name: final state name}, read from the API."""
+    """Run the flow; return {task run name: outcome} of every stage, and check
+    that the API has a task run for each stage that did work (ran, restored)
+    and none for those up to date, besides the one `check`."""
     state = pipeline(project=str(project.path), return_state=True, **params)
     assert state.is_completed(), state.message
-    expected = {run_name(s) for s, st in state.result().items() if st != "Skipped"}
+    outcomes = {run_name(s): st for s, st in state.result().items() if st != "Skipped"}
+    worked = {name for name, st in outcomes.items() if st != "UpToDate"}
     # Task-run states reach the server as events, recorded asynchronously:
     # wait until every task run the flow started has its final state there.
     deadline = time.monotonic() + 60
@@ -66,13 +70,16 @@ def run_flow(project, **params) -> dict[str, str]:
                 id=FlowRunFilterId(any_=[state.state_details.flow_run_id])))
         states = {stage_of(run.name): run.state.name for run in runs
                   if run.state and run.state.is_final()}
-        if set(states) >= expected or time.monotonic() > deadline:
-            return states
+        if set(states) >= worked | {"check"} or time.monotonic() > deadline:
+            break
         time.sleep(0.2)
+    assert set(states) == worked | {"check"}, states
+    assert all(states[name] == outcomes[name] for name in worked), (states, outcomes)
+    return outcomes
 
 
 def did(states: dict[str, str], state: str = "Completed") -> set[str]:
-    """The task runs that ended ``state`` (Completed: the command ran)."""
+    """The stages that ended ``state`` (Completed: the command ran)."""
     assert set(states.values()) <= {"Completed", "Cached", "UpToDate"}, states
     return {name for name, s in states.items() if s == state}
 

@@ -30,6 +30,7 @@ from prefect.settings import PREFECT_API_URL
 from flows.dvc_project import DvcProject
 from flows.executor import CODE, CODE_ENV, PROVENANCE, WORK_ENV
 from flows.pipeline import pipeline
+from flows.remote import RemoteRunner
 from tests.conftest import ROOT, gone, make_project, ran, wait_for
 from tests.sandbox import Project, project_env
 
@@ -85,6 +86,7 @@ def setup(tmp_path_factory, mnist_npz, harness):
     reference = make_project(root / "reference", mnist_npz, small)
     reference.dvc("repro")
     project = make_project(root / "project", mnist_npz, small)
+    (root / "remote").mkdir()
     project.dvc("remote", "add", "-d", "team", str(root / "remote"))
     project.commit("remote")
     with make_cluster(root / "cluster", mnist_npz) as cluster:
@@ -133,7 +135,7 @@ def test_the_study_runs_on_workers_that_share_only_the_remote(setup):
     assert (project.path / "data/report/report.md").is_file()
     # What a worker is sent names no path of the flow's machine.
     with DvcProject(project.path) as dvc:
-        request = dvc.request("report", "team")
+        request = RemoteRunner(dvc, "team").job("report").request
     sent = json.dumps(request.__dict__)
     assert str(project.path) not in sent and str(ROOT) not in sent
     assert {out["path"] for out in request.inputs} >= {"data/prepared", "data/models/task1"}

@@ -52,6 +52,19 @@ def run(project, **params):
     return state, flow_run, {stage_of(t.name): t for t in task_runs}
 
 
+def logs_of(task_run, complete, timeout: float = 30) -> list[str]:
+    """The task run's log lines, once ``complete(lines)`` (logs reach the
+    server asynchronously)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with get_client(sync_client=True) as client:
+            lines = [log.message for log in client.read_logs(log_filter=LogFilter(
+                task_run_id=LogFilterTaskRunId(any_=[task_run.id])))]
+        if complete(lines) or time.monotonic() > deadline:
+            return lines
+        time.sleep(0.5)
+
+
 def deployed(name: str) -> bool:
     from prefect.exceptions import ObjectNotFound
 
@@ -73,26 +86,33 @@ def test_runs_say_what_they_are(built, harness):
     assert state.is_completed()
     assert flow_run.name == f"{sha}: nothing to do"
     assert {f"commit:{sha}", "nothing-to-do"} <= set(flow_run.tags)
-    assert {t.state.name for t in task_runs.values()} == {"UpToDate"}
-    assert task_runs["train[task1]"].name == "train[task1] · up to date"  # the graph shows names
-    # No task-run tags: each would cost the task run a concurrency-limit call to the API.
-    assert {tuple(t.tags) for t in task_runs.values()} == {()}
+    # Task runs for work only: a no-op is one task run, the check, whose log
+    # gives every stage's verdict.
+    assert set(task_runs) == {"check"} and task_runs["check"].state.name == "Completed"
+    verdict = "up to date (dvc.lock records their current inputs): download, preprocess, "
+    logs = logs_of(task_runs["check"], lambda lines: any(verdict in line for line in lines))
+    assert any(line.startswith(verdict + "train@task1") for line in logs), logs
+    assert flow_run.state.message == "nothing to do"
 
     built.edit_params(lambda d: d["tasks"]["task1"]["optimizer"].update(learning_rate=0.05))
     state, flow_run, task_runs = run(built)
     assert flow_run.name == f"{sha}+params: task1 retrained, 2 more ran, {STAGES - 3} up to date"
+    assert flow_run.state.message == f"task1 retrained, 2 more ran, {STAGES - 3} up to date"
     assert {"params-edited", "retrained:task1", "ran"} <= set(flow_run.tags)
     ran = {n for n, t in task_runs.items() if t.state.name == "Completed"}
-    assert ran == {"train[task1]", "evaluate[task1]", "report"}
-    assert {t.name for t in task_runs.values() if " · " not in t.name} == ran  # names say it
+    assert ran == {"check", "train[task1]", "evaluate[task1]", "report"}
+    assert set(task_runs) == ran  # up-to-date stages have none
+    # No task-run tags: each would cost the task run a concurrency-limit call to the API.
+    assert {tuple(t.tags) for t in task_runs.values()} == {()}
 
     # Each stage's log ends with one line saying why it ran; no TensorFlow noise.
-    with get_client(sync_client=True) as client:
-        logs = [log.message for log in client.read_logs(log_filter=LogFilter(
-            task_run_id=LogFilterTaskRunId(any_=[task_runs["train[task1]"].id])))]
+    logs = logs_of(task_runs["train[task1]"],
+                   lambda lines: any(line.startswith("Finished in state") for line in lines))
     ours = [line for line in logs if not line.startswith("Finished in state")]  # Prefect's
     assert ours[-1] == "train@task1: ran, because tasks.task1.optimizer.learning_rate 0.01 -> 0.05"
-    assert any(re.match(r"\d+/\d+ - .*loss: ", line) for line in logs)  # Keras' epoch line
+    # Where it is, each epoch: stage k of n, seed, epoch, loss, accuracy.
+    assert any(re.match(r"\[1/3\] train@task1 · seed 1/1 · epoch 1/1 · loss [\d.]+ · accuracy ",
+                        line) for line in logs), logs
     assert not [line for line in logs if "oneDNN" in line or "absl" in line]
 
     # Going back: restored, tagged and named as such.
@@ -100,7 +120,7 @@ def test_runs_say_what_they_are(built, harness):
     state, flow_run, task_runs = run(built)
     assert flow_run.name == f"{sha}: 3 restored from cache, {STAGES - 3} up to date"
     assert {n for n, t in task_runs.items() if t.state.name == "Cached"} == {
-        "train[task1]", "evaluate[task1]", "report"}
+        "train[task1]", "evaluate[task1]", "report"} == set(task_runs) - {"check"}
     assert task_runs["train[task1]"].name == "train[task1] · cached"
     assert "tasks.task1.optimizer.learning_rate 0.05 -> 0.01" in \
         task_runs["train[task1]"].state.message
@@ -138,7 +158,7 @@ def test_a_params_typo_fails_at_once_naming_the_key(built, harness):
 
 def test_bad_workers_or_an_unreadable_params_file_fail_at_once(built, harness):
     state, flow_run, task_runs = run(built, workers=0)  # the Run form accepts it
-    assert state.is_failed() and state.message == "workers must be at least 1, got 0"
+    assert state.is_failed() and state.message == "workers must be 1 to 16, got 0"
     assert task_runs == {} and "invalid-workers" in flow_run.tags
     with open(built.path / "params.yaml", "a") as f:
         f.write("seeds: 2\n")  # a key given twice: DVC refuses the file
@@ -157,10 +177,74 @@ def test_a_failing_stage_says_why_at_the_top(built, harness, tmp_path):
     assert state.is_failed()
     failed = task_runs["download"]
     assert failed.state.name == "Failed"
-    assert failed.state.message.startswith("download exited with status 1: error: ")
+    assert failed.state.message.startswith("download exited with status 1: ")
     assert f"{bad}: not a readable .npz file" in failed.state.message
     assert "failed" in flow_run.tags
     assert flow_run.name.endswith(f"failed: download, {STAGES - 1} skipped")
+    # The whole reason, at the top of the flow run too, and at ERROR in the
+    # task run's log, with no stray line after it.
+    assert f"{bad}: not a readable .npz file" in flow_run.state.message
+    logs_of(failed, lambda lines: any(line.startswith("Finished in state") for line in lines))
+    with get_client(sync_client=True) as client:
+        logs = client.read_logs(log_filter=LogFilter(task_run_id=LogFilterTaskRunId(
+            any_=[failed.id])))
+    errors = [log.message for log in logs if log.level >= 40]
+    assert any(f"{bad}: not a readable .npz file" in line for line in errors), errors
+    assert not [log.message for log in logs if "NoneType: None" in log.message]
+
+
+def test_an_override_that_does_not_fit_is_refused_before_any_stage(built, harness):
+    """A layer that no longer fits its input, or a value of another kind than
+    the key holds: refused at once, naming the -S override (not params.yaml,
+    which the user never edited)."""
+    state, _, task_runs = run(built, overrides={"tasks.task1.layers.0.kernel_size": 40})
+    assert state.is_failed() and task_runs == {}
+    assert ("tasks.task1.layers.0.kernel_size: 40 does not fit this layer's 28x28 input "
+            "(the layers before it shrink 28x28) (set by -S "
+            "tasks.task1.layers.0.kernel_size=40)") in state.message, state.message
+    state, _, task_runs = run(built, overrides={
+        "tasks.task4_sgd.optimizer.learning_rate": 0.05})
+    assert state.is_failed() and task_runs == {}
+    assert "did you mean tasks.task4_sgd.optimizer.learning_rate.initial_learning_rate?" in \
+        state.message.lower(), state.message
+
+
+def test_a_running_study_shows_its_progress(built, harness):
+    """The progress artifact moves while a task trains, the task run's name
+    says its epoch, the curves artifact grows; all at least once per epoch."""
+    import os
+    import signal
+
+    from tests.conftest import start, wait_for
+
+    built.edit_params(lambda d: d["tasks"]["task1"].update(epochs=8))
+    built.env = {**built.env, "PREFECT_API_URL": PREFECT_API_URL.value()}
+    flow = start(built, sys.executable, "-m", "flows.pipeline")
+    seen = {"progress": set(), "names": set(), "curves": set()}
+
+    def look() -> bool:
+        assert flow.poll() is None or flow.returncode == 0, flow.log.read_text()
+        with get_client(sync_client=True) as client:
+            for artifact in client.read_latest_artifacts():
+                if artifact.key == "mnist-cnn-progress":
+                    seen["progress"].add(round(float(artifact.data), 3))
+                elif artifact.key == "curves-task1":
+                    data = artifact.data
+                    seen["curves"].add(len(json.loads(data) if isinstance(data, str) else data))
+            seen["names"] |= {t.name for t in client.read_task_runs()
+                              if t.name.startswith("train[task1] · seed")}
+        return len(seen["curves"]) >= 3 or flow.poll() is not None
+
+    try:
+        wait_for(look, timeout=600, interval=0.3)
+    finally:
+        if flow.poll() is None:
+            os.kill(flow.pid, signal.SIGINT)
+        flow.wait(timeout=120)
+    assert any(0 < p < 100 for p in seen["progress"]), seen
+    assert any(re.fullmatch(r"train\[task1\] · seed 1/1 · epoch \d/8", n)
+               for n in seen["names"]), seen
+    assert len(seen["curves"]) >= 3, seen
 
 
 def test_a_run_started_from_the_deployment_becomes_an_experiment(built, harness):

@@ -70,24 +70,30 @@ def table(rows: list[dict], width: int = WIDTH) -> str:
         text = f"{name.ljust(name_w)}  {diff or '-'}"
         lines.append(text if len(text) <= width else text[: width - 1] + "…")
     task_w = max([len("task"), *map(len, tasks)])
-    per_block = max(1, (width - task_w) // CELL)
     first = list(METRICS.values()).index(PRIMARY)
     sign = 1 if PRIMARY.higher_is_better else -1
     primary = {t: [v for r in rows if (v := r["scores"].get(t, (None,) * len(METRICS))[first])
                    is not None] for t in tasks}
     best = {t: max(vs, key=lambda v: sign * v) if vs else None for t, vs in primary.items()}
-    for start in range(0, len(rows), per_block):
-        block = rows[start:start + per_block]
+    # Each column as wide as its experiment's whole name; as many columns a block as fit.
+    widths = [max(CELL, len(r["name"]) + 2) for r in rows]
+    blocks, start = [], 0
+    while start < len(rows):
+        end, used = start + 1, task_w + widths[start]
+        while end < len(rows) and used + widths[end] <= width:
+            used, end = used + widths[end], end + 1
+        blocks.append(range(start, end))
+        start = end
+    for block in blocks:
         lines += ["", "task".ljust(task_w) + "".join(  # aligned with the numbers, not the *
-            (r["name"] if len(r["name"]) < CELL - 1 else r["name"][:CELL - 3] + "…"
-             ).rjust(CELL - 1) + " " for r in block).rstrip()]
+            rows[i]["name"].rjust(widths[i] - 1) + " " for i in block).rstrip()]
         for t in tasks:
             cells = []
-            for r in block:
-                values = r["scores"].get(t, (None,) * len(METRICS))
+            for i in block:
+                values = rows[i]["scores"].get(t, (None,) * len(METRICS))
                 mark = "*" if values[first] is not None and values[first] == best[t] \
                     and len(rows) > 1 else " "
-                cells.append((cell(values) + mark).rjust(CELL))
+                cells.append((cell(values) + mark).rjust(widths[i]))
             lines.append((t.ljust(task_w) + "".join(cells)).rstrip())
     shown = " / ".join(f"test {m.label} {m.compact_unit}".rstrip() for m in METRICS.values())
     lines += ["", f"cells: {shown} (mean over seeds); * the best {PRIMARY.label} of the task"]

@@ -1,6 +1,7 @@
 """A local Prefect server for the UI (``make ui`` / ``make ui-stop``).
 
-``start`` is idempotent: a server that answers is left alone; a PID file left
+``start`` is idempotent: a server that answers is left alone (two starts at
+once take turns, so the second finds the first's server); a PID file left
 by a server that died (``kill -9``, a reboot) is removed, where Prefect's own
 ``prefect server start --background`` would refuse to start, naming only
 "already running". ``stop`` stops the server of the PID file only if that
@@ -35,6 +36,7 @@ from pathlib import Path
 
 import httpx
 import psutil
+from filelock import FileLock
 
 WAIT_S = 120  # a first start migrates the database: slow on a busy 2-core machine
 PID_FILE = "server.pid"  # prefect.cli._server_utils.SERVER_PID_FILE_NAME
@@ -67,32 +69,59 @@ def _server_process() -> psutil.Process | None:
 
 
 def start(port: int) -> int:
+    """Start a server on ``port`` unless one answers there; two at once take
+    turns (a lock), so the second finds the first's server."""
     url = f"http://127.0.0.1:{port}"
-    if answers(url):
-        print(f"Prefect UI already running: {url}")
-        return 0
-    pid_file = _home() / PID_FILE
-    if pid_file.exists() and _server_process() is None:
-        print(f"removing {pid_file}: its server is gone (stopped without `make ui-stop`)")
-        pid_file.unlink()
-    env = {**dict.fromkeys(IDLE_SERVICES, "false"), **os.environ,
-           "PREFECT_SERVER_API_HOST": "127.0.0.1", "PREFECT_SERVER_API_PORT": str(port),
-           "PREFECT_SERVER_API_CORS_ALLOWED_ORIGINS": url,
-           "PREFECT_SERVER_API_CSRF_PROTECTION_ENABLED": "true"}
-    proc = subprocess.run(["prefect", "server", "start", "--host", "127.0.0.1", "--port",
-                           str(port), "--background"], env=env, capture_output=True, text=True)
-    if proc.returncode:
-        print(f"error: prefect server start failed: {(proc.stderr or proc.stdout).strip()}",
-              file=sys.stderr)
-        return 1
+    home = _home()
+    home.mkdir(parents=True, exist_ok=True)
+    with FileLock(home / "mnist-cnn-ui.lock", timeout=2 * WAIT_S):
+        return _start(url, port)
+
+
+def _wait(url: str) -> float | None:
+    """Seconds until the server at ``url`` answered; None if it did not
+    within WAIT_S, or its process ended."""
     started = time.monotonic()
     while not answers(url):
         waited = time.monotonic() - started
         if waited > WAIT_S or (waited > 10 and _server_process() is None):
-            print(f"error: the Prefect server did not answer at {url} after {waited:.0f} s; "
-                  "run `prefect server start` in the foreground to see why", file=sys.stderr)
-            return 1
+            return None
         time.sleep(0.5)
+    return time.monotonic() - started
+
+
+def _start(url: str, port: int) -> int:
+    if answers(url):
+        print(f"Prefect UI already running: {url}")
+        return 0
+    pid_file = _home() / PID_FILE
+    running = _server_process()
+    if pid_file.exists() and running is None:
+        print(f"removing {pid_file}: its server is gone (stopped without `make ui-stop`)")
+        pid_file.unlink()
+    elif running is not None:  # Prefect runs one background server per PREFECT_HOME
+        if _wait(url) is not None:  # one just started, on this port
+            print(f"Prefect UI already running: {url}")
+            return 0
+        print(f"error: a Prefect server started in the background (process {running.pid}) "
+              f"does not answer at {url}: it serves another port. Stop it with `make "
+              "ui-stop`, or use its port: `make ui PREFECT_PORT=...`", file=sys.stderr)
+        return 1
+    env = {**dict.fromkeys(IDLE_SERVICES, "false"), **os.environ,
+           "PREFECT_SERVER_API_HOST": "127.0.0.1", "PREFECT_SERVER_API_PORT": str(port),
+           "PREFECT_SERVER_API_CORS_ALLOWED_ORIGINS": url,
+           "PREFECT_SERVER_API_CSRF_PROTECTION_ENABLED": "true"}
+    proc = subprocess.run([sys.executable, "-m", "prefect", "server", "start", "--host",
+                           "127.0.0.1", "--port", str(port), "--background"],
+                          env=env, capture_output=True, text=True)
+    if proc.returncode:
+        print(f"error: prefect server start failed: {(proc.stderr or proc.stdout).strip()}",
+              file=sys.stderr)
+        return 1
+    if _wait(url) is None:
+        print(f"error: the Prefect server did not answer at {url}; run `prefect server "
+              "start` in the foreground to see why", file=sys.stderr)
+        return 1
     print(f"Prefect UI: {url}")
     return 0
 
