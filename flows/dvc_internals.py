@@ -461,8 +461,9 @@ def check_remote(repo, remote: str) -> None:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise DvcException(f"the DVC remote {remote!r} ({url}) cannot be reached: "
                            f"{first}") from None
-    if not found and _is_local(odb.fs):
-        raise DvcException(f"the DVC remote {remote!r} ({url}): no such folder; create it "
+    if _is_local(odb.fs) and not odb.fs.isdir(odb.path):
+        raise DvcException(f"the DVC remote {remote!r} ({url}): "
+                           f"{'not a folder' if found else 'no such folder'}; create it "
                            f"or fix the URL (`dvc remote modify {remote} url ...`)")
 
 

@@ -29,7 +29,8 @@ def estimates(stages: list[str], root: Path) -> dict[str, float | None]:
     for name in stages:  # a stage's name, or "<point>:<stage>" in a sweep
         stage = name.rpartition(":")[2]
         seeds, per_seed = progress.epochs_to_train(stage, params)
-        out[name] = progress.estimate(stage, sizes, seeds * per_seed, folder)
+        out[name] = progress.estimate(stage, sizes, seeds * per_seed, folder,
+                                      progress.alike(stage, params))
     return out
 
 
@@ -48,7 +49,7 @@ class Plan:
     place (``[k/n]``) and the estimates of those not started yet."""
 
     def __init__(self, stages: list[str], root: Path, workers: int = 1):
-        self.stages, self.workers = list(stages), max(1, workers)
+        self.stages, self.workers, self.root = list(stages), max(1, workers), root
         self.seconds = estimates(self.stages, root)
         self.started: list[str] = []
 
@@ -57,6 +58,9 @@ class Plan:
             self.stages.append(stage)
             self.seconds[stage] = None
         self.started.append(stage)
+        # What finished meanwhile is timed now: a task with the same layers, say.
+        self.seconds.update(estimates([s for s in self.stages if s not in self.started],
+                                      self.root))
         # Run `workers` at a time, the stages left take about 1/workers of their sum.
         later = [s / self.workers if s is not None else None for st, s in self.seconds.items()
                  if st not in self.started]

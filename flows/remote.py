@@ -31,6 +31,24 @@ from flows.executor import StageRequest, _execute_on_worker, execute
 from flows.local import StageFailed, stop_processes
 from mnist_cnn.params import PARAMS_FILE
 
+
+class RemoteFailed(RuntimeError):
+    """The DVC remote failed the flow (unreachable, refused a file, ...)."""
+
+
+@contextlib.contextmanager
+def _remote_errors(stage: str, remote: str, url: str):
+    """A DVC or file-system error of the remote as one line naming it."""
+    from dvc.exceptions import DvcException
+
+    try:
+        yield
+    except (DvcException, OSError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise RemoteFailed(f"{stage}: the DVC remote {remote!r} ({url}) failed: "
+                           f"{first}") from None
+
+
 # No worker for this long: a stage sent to Dask fails instead of waiting on.
 NO_WORKER_S = float(os.environ.get("MNIST_CNN_DASK_WAIT_S", 60))
 
@@ -41,6 +59,7 @@ class RemoteRunner:
 
     def __init__(self, dvc: DvcProject, remote: str, address: str | None = None):
         self.dvc, self.remote, self.address = dvc, remote, address
+        self.url = dvc.repo.config["remote"][remote]["url"]
         self.requests: dict[str, StageRequest] = {}
 
     def restore(self, stage: str) -> bool:
@@ -51,7 +70,7 @@ class RemoteRunner:
         return False
 
     def _restore(self, stage: str) -> dict | None:
-        with self.dvc.locked():
+        with _remote_errors(stage, self.remote, self.url), self.dvc.locked():
             found = self.dvc.stage(stage)
             if not dvc_internals.fetch_run_cache_record(self.dvc.repo, found, self.remote):
                 return None
@@ -63,7 +82,7 @@ class RemoteRunner:
         the upstream outputs it reads (sent to the remote now, if they are
         not there) and where the remote is."""
         dvc = self.dvc
-        with dvc.locked():
+        with _remote_errors(stage, self.remote, self.url), dvc.locked():
             found = dvc.stage(stage)
             lock = {k: v for k, v in dvc_internals.lock_entry(found).items() if k != "outs"}
             reads = [d["path"] for d in lock.get("deps", [])]
@@ -79,7 +98,7 @@ class RemoteRunner:
             request = StageRequest(
                 stage=stage, definition=dvc_internals.stage_definition(found), lock=lock,
                 inputs=inputs, params=Path(dvc.root, PARAMS_FILE).read_text(encoding="utf-8"),
-                remote=self.remote, url=dvc.repo.config["remote"][self.remote]["url"])
+                remote=self.remote, url=self.url)
         self.requests[stage] = request
         return RemoteJob(stage, request.cmd, request, self.address)
 

@@ -113,3 +113,34 @@ def test_make_run_says_where_the_run_is_and_what_is_left(built):
     assert re.search(r"^\[2/3\] evaluate@task1 · about \d+s", out, re.M), out
     assert re.search(r"^\[3/3\] report · about \d+s · run \d+s left$", out, re.M), out
     assert out.count("Updating lock file 'dvc.lock'") == 3  # once a stage
+
+
+def test_live_curves_while_a_task_trains(built):
+    """`dvc plots show` shows a training task's per-epoch loss and accuracy
+    from dvclive's own files, while it trains; they are gone once it is done
+    (its outputs and the report have them then)."""
+    import sys
+
+    from tests.conftest import finish, start, wait_for
+
+    built.edit_params(lambda d: d["tasks"]["task1"].update(epochs=40))
+    proc = start(built, sys.executable, "-m", "dvc", "repro", "train@task1")
+    seen = {}
+
+    def curves() -> bool:
+        assert proc.poll() is None, proc.log.read_text()
+        shown = built.dvc("plots", "show", "--json", check=False)
+        if shown.returncode != 0 or not shown.stdout.strip():
+            return False
+        for name, plots in json.loads(shown.stdout).get("data", {}).items():
+            if name.startswith(".work/live/task1/seed_42/") and name.endswith("loss.tsv"):
+                values = plots[0]["content"]["data"]["values"]
+                seen[name] = len(values)
+        return bool(seen) and max(seen.values()) >= 2
+
+    try:
+        wait_for(curves, timeout=300, interval=1)
+    finally:
+        proc.terminate()
+        finish(proc, timeout=60)
+    assert max(seen.values()) >= 2, seen

@@ -211,21 +211,31 @@ def test_a_worker_killed_mid_stage_records_nothing_half_done(setup):
             found.append(stage)
         return bool(found)
 
-    wait_for(caught, timeout=600, interval=0.1)
-    (stage,) = found
-    worker = stage.parent()  # a Dask worker process (the nanny's child)
-    assert worker.pid != flow_proc.pid and "spawn_main" in " ".join(worker.cmdline())
-    os.kill(worker.pid, signal.SIGKILL)  # the worker process, by its PID
-    stage.resume()  # as an orphan, it stops itself
-    wait_for(lambda: gone(stage.pid), timeout=30)
-    out = flow_proc.communicate(timeout=900)[0]
-    if flow_proc.returncode == 0:  # retried on another worker process
-        assert "train@task1" not in project.dvc("status").stdout
-    else:  # or reported, naming the stage, with nothing recorded for it
-        assert "train@task1" in out
-        assert (project.path / "dvc.lock").read_text() == lock_before
-        state = flow(project, cluster)
-        assert state.is_completed(), state.message
+    try:
+        wait_for(caught, timeout=600, interval=0.1)
+        (stage,) = found
+        worker = stage.parent()  # a Dask worker process (the nanny's child)
+        # (Dask names its worker processes `dask worker [...]` when setproctitle is there.)
+        assert worker.pid != flow_proc.pid and any(
+            word in " ".join(worker.cmdline()) for word in ("spawn_main", "dask worker"))
+        os.kill(worker.pid, signal.SIGKILL)  # the worker process, by its PID
+        stage.resume()  # as an orphan, it stops itself
+        wait_for(lambda: gone(stage.pid), timeout=30)
+        out = flow_proc.communicate(timeout=900)[0]
+        if flow_proc.returncode == 0:  # retried on another worker process
+            assert "train@task1" not in project.dvc("status").stdout
+        else:  # or reported, naming the stage, with nothing recorded for it
+            assert "train@task1" in out
+            assert (project.path / "dvc.lock").read_text() == lock_before
+            state = flow(project, cluster)
+            assert state.is_completed(), state.message
+    finally:  # a failed assertion must not leave the flow holding the project for the next test
+        for proc in [*found, flow_proc]:
+            try:
+                proc.kill()
+            except (psutil.Error, OSError):
+                pass
+        flow_proc.wait(timeout=60)
     assert "Data and pipelines are up to date." in project.dvc("status").stdout
 
 

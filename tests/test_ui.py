@@ -271,6 +271,13 @@ def test_a_run_started_from_the_deployment_becomes_an_experiment(built, harness)
                           "tasks.task1.optimizer.momentum": 0.9}})
         elsewhere = run_deployment("mnist-cnn-study/study", timeout=300,
                                    parameters={"project": "/"})
+        # A sweep from the form: a list of values per key, each point an
+        # experiment (0.05 is the run above: reused), bounded like a run.
+        swept = run_deployment("mnist-cnn-study/study", timeout=900, parameters={
+            "sweep": {"tasks.task1.optimizer.learning_rate": [0.05, 0.07]},
+            "tasks": ["task1"]})
+        too_big = run_deployment("mnist-cnn-study/study", timeout=300, parameters={
+            "sweep": {"tasks.task1.epochs": [1, 2, 3, 4], "seed": [1, 2, 3, 4, 5]}})
     finally:
         server.terminate()
         server.wait(timeout=60)
@@ -298,7 +305,17 @@ def test_a_run_started_from_the_deployment_becomes_an_experiment(built, harness)
                     "tasks.task1.optimizer.momentum: no such key to override"):
         assert problem in refused.state.message, refused.state.message
     assert not elsewhere.state.is_completed()  # the flow takes no project folder
-    assert set(saved) == {exp_name}
+    with get_client(sync_client=True) as client:
+        swept = client.read_flow_run(swept.id)
+        too_big = client.read_flow_run(too_big.id)
+    assert swept.state.is_completed(), swept.state.message
+    assert "sweep of 2 points" in swept.name and "1 reused" in swept.name, swept.name
+    after = json.loads(built.dvc("exp", "show", "--json").stdout)
+    lrs = {e["revs"][0]["data"]["params"]["params.yaml"]["data"]["tasks"]["task1"][
+        "optimizer"]["learning_rate"] for row in after for e in row.get("experiments") or []}
+    assert lrs == {0.05, 0.07}
+    assert too_big.state.is_failed()
+    assert "the sweep has 20 points, more than --max-points 16" in too_big.state.message
 
 
 def test_served_runs_are_bounded(built):

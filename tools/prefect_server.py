@@ -38,6 +38,8 @@ import httpx
 import psutil
 from filelock import FileLock
 
+from flows.lifecycle import terminate
+
 WAIT_S = 120  # a first start migrates the database: slow on a busy 2-core machine
 PID_FILE = "server.pid"  # prefect.cli._server_utils.SERVER_PID_FILE_NAME
 IDLE_SERVICES = [f"PREFECT_SERVER_SERVICES_{name}_ENABLED" for name in (
@@ -132,11 +134,7 @@ def stop() -> int:
     if proc is None:
         print("no Prefect server of `make ui` is running")
         return 0
-    proc.terminate()
-    try:
-        proc.wait(timeout=30)
-    except psutil.TimeoutExpired:
-        proc.kill()
+    terminate([proc], wait_s=30)
     print("Prefect server stopped")
     return 0
 

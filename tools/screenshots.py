@@ -1,5 +1,6 @@
-"""Retake the README's screenshots: the Prefect UI after a one-key change and
-the report, from real flow runs on a throw-away copy of the project.
+"""Retake the README's screenshots: the Prefect UI of a no-op run, a running
+study, a one-key change, a switch back and a failed run, and the report, from
+real flow runs on a throw-away copy of the project.
 
     python -m tools.screenshots [--project DIR] [--out docs/screenshots]
 
@@ -10,18 +11,22 @@ it is; DIR's workspace is not touched, but the retrained model and its
 run-cache entry are added to DIR/.dvc/cache, as an experiment's would be.
 
 On the copy, with a Prefect server of its own (a free loopback port, a
-temporary PREFECT_HOME), the flow runs three times: unchanged (nothing to
-do), after changing tasks.task1.optimizer.learning_rate (task1 retrained, the
-rest up to date), and after switching it back (restored from DVC's
-run-cache). Headless Chromium (Debian's `chromium`) then takes, in the UI a
-browser gets at the server's root (Prefect 3.9 sends it to the new UI, /v2):
+temporary PREFECT_HOME), the flow runs: unchanged (nothing to do: one task
+run, the check), after changing tasks.task1.optimizer.learning_rate (task1
+retrained; shot while it trains, and after), after switching it back
+(restored from DVC's run-cache), and with an override that does not fit
+(refused, as a run from the UI's form is). Headless Chromium (Debian's
+`chromium`) then takes, in the UI a browser gets at the server's root
+(Prefect 3.9 sends it to the new UI, /v2):
 
-    runs.png                 the runs list: three runs, named and tagged
-    flow-run-one-change.png  the one-change run: its graph, its task runs
-                             (Completed/ran, UpToDate/up-to-date)
-    flow-run-restored.png    the switch-back run: 3 Cached (task1's train and evaluate,
-                             the report), the rest up to date
+    runs.png                 the runs list, named and tagged
+    flow-run-noop.png        the unchanged run: one task run, the check
+    flow-run-progress.png    the one-change run while task1 trains: its progress
+                             artifact and task run names with the epoch
+    flow-run-one-change.png  the one-change run done: the check and 3 Completed
+    flow-run-restored.png    the switch-back run: 3 Cached
     task-run-cached.png      that run's train[task1]: Cached, and its log saying why
+    flow-run-failed.png      the refused run: Failed, its message the reason
     report.png               the top of the copy's data/report/report.html
 """
 
@@ -109,21 +114,35 @@ def project_copy(work: Path, source: Path | None) -> Project:
     return project
 
 
-def run_flow(project: Project, api: str, home: Path, label: str) -> dict:
-    """`python -m flows.pipeline` in the copy, sent to our server; returns
-    the flow run as the API has it (id, name, tags)."""
+def run_flow(project: Project, api: str, home: Path, label: str, wait: bool = True,
+             code: str | None = None):
+    """`python -m flows.pipeline` in the copy (or ``python -c code``), sent to
+    our server; returns the flow run as the API has it (id, name, tags), or,
+    with ``wait`` false, the process."""
     print(f"flow run: {label} ...", flush=True)
     start = time.monotonic()
     env = {**project.env, "PREFECT_API_URL": api, "PREFECT_HOME": str(home)}
-    proc = subprocess.run([sys.executable, "-m", "flows.pipeline"], cwd=project.path,
-                          env=env, text=True, capture_output=True)
-    if proc.returncode != 0:
+    cmd = [sys.executable, "-c", code] if code else [sys.executable, "-m", "flows.pipeline"]
+    if not wait:
+        return subprocess.Popen(cmd, cwd=project.path, env=env, text=True,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.run(cmd, cwd=project.path, env=env, text=True, capture_output=True)
+    if proc.returncode != 0 and not code:
         raise RuntimeError(f"flow run ({label}) exited {proc.returncode}:\n"
                            f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     latest = api_post(api, "/flow_runs/filter", {"sort": "START_TIME_DESC", "limit": 1})[0]
     print(f"  {latest['name']}  [{', '.join(latest['tags'])}]  "
           f"({time.monotonic() - start:.0f} s)", flush=True)
     return latest
+
+
+def training(api: str) -> dict | None:
+    """The latest flow run, once a task run of it names its epoch."""
+    latest = api_post(api, "/flow_runs/filter", {"sort": "START_TIME_DESC", "limit": 1})
+    if not latest:
+        return None
+    runs = api_post(api, "/task_runs/filter", {"flow_runs": {"id": {"any_": [latest[0]["id"]]}}})
+    return latest[0] if any("· epoch 2/" in r["name"] for r in runs) else None
 
 
 def api_post(api: str, path: str, body: dict):
@@ -194,24 +213,48 @@ def main(argv: list[str] | None = None) -> int:
             old = params["tasks"]["task1"]["optimizer"]["learning_rate"]
             new = args.lr
             set_learning_rate(project, new)
-            runs.append(run_flow(project, api, home, f"{'.'.join(KEY)} {old} -> {new}"))
+            # While task1 trains: its progress and its epoch, then the run done.
+            changing = run_flow(project, api, home, f"{'.'.join(KEY)} {old} -> {new}",
+                                wait=False)
+            deadline = time.monotonic() + 1800
+            while (live := training(api)) is None:
+                if changing.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("task1 did not reach its second epoch")
+                time.sleep(1)
+            run = f"{ui}/v2/runs/flow-run/{{}}?tab={{}}"
+            screenshot(run.format(live["id"], "TaskRuns"), (args.out / "flow-run-progress.png")
+                       .resolve(), (1600, 1100), ["· epoch", "train[task1]"], work / "chr-p")
+            screenshot(run.format(live["id"], "Artifacts"),
+                       (args.out / "flow-run-progress-artifacts.png").resolve(), (1600, 1100),
+                       ["mnist-cnn-progress"], work / "chr-a")
+            if changing.wait() != 0:
+                raise RuntimeError("the one-change flow run failed")
+            runs.append(api_post(api, "/flow_runs/filter",
+                                 {"sort": "START_TIME_DESC", "limit": 1})[0])
             set_learning_rate(project, old)  # DVC's run-cache has it: restored, not rerun
             runs.append(run_flow(project, api, home, f"{'.'.join(KEY)} back to {old}"))
+            # As a run from the UI's form: refused inside the flow run, with the reason.
+            runs.append(run_flow(project, api, home, "an override that does not fit", code=(
+                "from flows.pipeline import pipeline; pipeline(overrides="
+                "{'tasks.task1.layers.0.kernel_size': 40}, return_state=True)")))
             print("screenshots ...", flush=True)
             # /v2: the UI a browser gets at the server's root. Its flow run
             # page takes its tab from the URL (the old UI's does not).
-            run = f"{ui}/v2/runs/flow-run/{{}}?tab=TaskRuns"
             cached = api_post(api, "/task_runs/filter", {
                 "flow_runs": {"id": {"any_": [runs[2]["id"]]}},
                 "task_runs": {"name": {"any_": ["train[task1] · cached"]}}})[0]
             pages = [  # (url, file, window, texts the page must show)
                 (f"{ui}/v2/runs", "runs.png", (1600, 1150), [r["name"] for r in runs]),
-                (run.format(runs[1]["id"]), "flow-run-one-change.png", (1600, 1300),
-                 [runs[1]["name"], "UpToDate", "train[task1]"]),
-                (run.format(runs[2]["id"]), "flow-run-restored.png", (1600, 1300),
+                (run.format(runs[0]["id"], "TaskRuns"), "flow-run-noop.png", (1600, 900),
+                 [runs[0]["name"], "check"]),
+                (run.format(runs[1]["id"], "TaskRuns"), "flow-run-one-change.png",
+                 (1600, 1100), [runs[1]["name"], "check", "train[task1]"]),
+                (run.format(runs[2]["id"], "TaskRuns"), "flow-run-restored.png", (1600, 1100),
                  [runs[2]["name"], "Cached"]),
                 (f"{ui}/v2/runs/task-run/{cached['id']}", "task-run-cached.png", (1600, 700),
                  ["Cached", "restored from DVC's run-cache"]),
+                (run.format(runs[3]["id"], "Logs"), "flow-run-failed.png", (1600, 800),
+                 ["Failed", "does not fit"]),
                 # The report's top: the summary table and the first findings.
                 ((project.path / "data/report/report.html").as_uri(), "report.png",
                  (1400, 1800), ["Final results"]),

@@ -81,12 +81,29 @@ def recorded(stage: str, folder: Path = TIMINGS) -> Timing | None:
         return None
 
 
-def estimate(stage: str, sizes: list[int], epochs: int = 0,
-             folder: Path = TIMINGS) -> float | None:
+def estimate(stage: str, sizes: list[int], epochs: int = 0, folder: Path = TIMINGS,
+             alike: tuple[str, ...] = ()) -> float | None:
     """Seconds ``stage`` should take with these data sizes and ``epochs`` to
-    train (all seeds), from its last run here; None if never timed so."""
-    timing = recorded(stage, folder)
-    return timing.estimate(sizes, epochs) if timing else None
+    train (all seeds), from its last run here, else from the first of
+    ``alike`` (stages that do the same work per epoch: a task with the same
+    layers) that ran here; None if none was timed so."""
+    for name in (stage, *alike):
+        timing = recorded(name, folder)
+        if timing and (found := timing.estimate(sizes, epochs)) is not None:
+            return found
+    return None
+
+
+def alike(stage: str, params) -> tuple[str, ...]:
+    """The stages of the same kind whose task has the same layers and batch
+    size: an epoch of theirs takes as long."""
+    kind, _, task = stage.partition("@")
+    if task not in params.tasks:
+        return ()
+    mine = params.train_config(task)
+    return tuple(f"{kind}@{other}" for other in params.tasks if other != task
+                 and params.tasks[other].layers == mine.spec.layers
+                 and params.train_config(other).batch_size == mine.batch_size)
 
 
 # --- a stage's place in its run ------------------------------------------------------------
@@ -211,7 +228,7 @@ def timed(stage: str, params) -> Iterator[None]:
     it succeeded, record what it took (with these data sizes)."""
     sizes = [params.data.train_size, params.data.test_size]
     seeds, per_seed = epochs_to_train(stage, params)
-    stage_started(stage, estimate(stage, sizes, seeds * per_seed))
+    stage_started(stage, estimate(stage, sizes, seeds * per_seed, alike=alike(stage, params)))
     lines = Epochs(stage, seeds, per_seed) if per_seed else None
     _CURRENT[:] = [lines] if lines else []
     yield
