@@ -310,9 +310,15 @@ class LocalRunner:
     folder, recorded in its dvc.lock."""
 
     def __init__(self, dvc: DvcProject, workers: int = 1, here: bool = True):
-        self.dvc = dvc
-        if here and os.environ.get(READY_ENV) != "0":  # (a Dask task runner takes the jobs)
-            ready(workers)  # they import while DVC checks the stages
+        self.dvc, self.workers = dvc, workers
+        self.here = here and os.environ.get(READY_ENV) != "0"  # (else a Dask task runner runs them)
+
+    def warm(self) -> None:
+        """A stage will run: start the ready interpreters, which import while
+        DVC checks the other stages. Not before: on a few cores, their imports
+        would slow a run that has nothing to do."""
+        if self.here:
+            ready(self.workers)
 
     def restore(self, stage: str) -> bool:
         """Restored from the run-cache and recorded; or False: it must run."""

@@ -59,8 +59,12 @@ class RemoteRunner:
 
     def __init__(self, dvc: DvcProject, remote: str, address: str | None = None):
         self.dvc, self.remote, self.address = dvc, remote, address
+        _STOPPING.clear()  # a new run (a served process runs several)
         self.url = dvc.repo.config["remote"][remote]["url"]
         self.requests: dict[str, StageRequest] = {}
+
+    def warm(self) -> None:
+        """Nothing to start here: each worker keeps its own ready interpreter."""
 
     def restore(self, stage: str) -> bool:
         """Restored from the local run-cache or the remote's, and recorded; or False."""
@@ -177,6 +181,8 @@ class DaskDispatcher:
             future = self.client.submit(_execute_on_worker, request, topic, pure=False,
                                         key=f"{request.stage}-{topic}")
             _SENT[topic] = (Event(topic, client=self.client), future)
+            if _STOPPING.is_set():  # stopped while it was being sent: stop_sent missed it
+                stop_sent()
             return self._wait(future, request.stage)
         except KilledWorker as exc:
             raise StageFailed(f"{request.stage}: its worker was lost and Dask gave up "
@@ -197,6 +203,9 @@ class DaskDispatcher:
                 return future.result(timeout=self.POLL_S)
             except TimeoutError:
                 pass
+            if _STOPPING.is_set():
+                future.cancel()
+                raise StageFailed(f"{stage}: stopped; nothing was recorded for it")
             try:
                 workers = self.client.nthreads()
             except OSError as exc:
@@ -214,11 +223,14 @@ class DaskDispatcher:
 
 # Stages sent to Dask by this process: (their stop event, their future), by topic.
 _SENT: dict[str, tuple] = {}
+# Set by stop_sent: a stage being sent at that moment is stopped as soon as it is.
+_STOPPING = threading.Event()
 
 
 def stop_sent() -> None:
     """Stop the stages this process sent to Dask workers: a Dask event tells
     each worker to stop the stage's process, and the future is cancelled."""
+    _STOPPING.set()
     for event, future in list(_SENT.values()):
         with contextlib.suppress(Exception):
             event.set()

@@ -109,6 +109,7 @@ def check(points: list) -> dict[tuple[int, str], str | None]:
                 logger.info("%s%s: after %s", of, stage, ", ".join(after))
             elif dvc.is_stale(stage):
                 verdicts[(i, stage)] = "; ".join(dvc.why_stale(stage)) or "changed"
+                point.stages.warm()
                 logger.info("%s%s: stale, %s", of, stage, verdicts[(i, stage)])
             else:
                 verdicts[(i, stage)] = None

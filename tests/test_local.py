@@ -142,3 +142,24 @@ def test_killing_the_flow_leaves_no_ready_interpreter(built, harness):
     wait_for(lambda: not [p for p in ready_interpreters() if p.pid not in before
                           and p.status() != psutil.STATUS_ZOMBIE], timeout=60)
     subprocess.run(["git", "checkout", "params.yaml"], cwd=built.path, check=True)
+
+
+def test_a_run_with_nothing_to_do_starts_no_ready_interpreter(built, harness):
+    """They start when the check finds a stage to run: on two cores, their
+    TensorFlow imports would slow a no-op flow run by seconds."""
+    from prefect.settings import PREFECT_API_URL
+
+    built.env = {**built.env, "PREFECT_API_URL": PREFECT_API_URL.value()}
+    flow = start(built, sys.executable, "-m", "flows.pipeline", "--workers", "2")
+    seen = set()
+    while flow.poll() is None:
+        for proc in ready_interpreters():
+            try:
+                if flow.pid in {parent.pid for parent in proc.parents()}:
+                    seen.add(proc.pid)
+            except psutil.Error:  # gone meanwhile
+                pass
+        time.sleep(0.05)
+    out = flow.log.read_text()
+    assert flow.returncode == 0 and "nothing to do" in out, out
+    assert not seen
