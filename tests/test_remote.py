@@ -5,6 +5,7 @@ remote, small subset."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -231,10 +232,8 @@ def test_a_worker_killed_mid_stage_records_nothing_half_done(setup):
             assert state.is_completed(), state.message
     finally:  # a failed assertion must not leave the flow holding the project for the next test
         for proc in [*found, flow_proc]:
-            try:
+            with contextlib.suppress(psutil.Error, OSError):
                 proc.kill()
-            except (psutil.Error, OSError):
-                pass
         flow_proc.wait(timeout=60)
     assert "Data and pipelines are up to date." in project.dvc("status").stdout
 
