@@ -60,11 +60,12 @@ def run_stage(job, why: str, unit: str = "", retries: int = 0):
     in dvc.lock. ``retries``: more attempts if it fails (the download); here,
     not Prefect's, whose exhausted retries log a traceback of no exception."""
     logger = get_run_logger()
+    name = task_run.get_name() or run_label(job.stage)  # with its point's, in a sweep
 
     def emit(line: str) -> None:
         (logger.error if line.startswith("error:") else logger.info)("%s", line)
         if ui.PROGRESS:
-            ui.PROGRESS[0].line(line, unit)
+            ui.PROGRESS[0].line(line, unit, name)
 
     try:
         for attempt in range(retries + 1):
@@ -81,7 +82,7 @@ def run_stage(job, why: str, unit: str = "", retries: int = 0):
                 time.sleep(RETRY_DELAY_S)
     finally:  # its name says the epoch while it trains; then its plain name again
         with contextlib.suppress(Exception), get_client(sync_client=True) as client:
-            client.set_task_run_name(task_run.get_id(), run_label(job.stage))
+            client.set_task_run_name(task_run.get_id(), name)
     logger.info("%s: ran, because %s", job.stage, why)
     return Completed(message=f"ran; changed: {why}", data=result)
 

@@ -283,9 +283,12 @@ def publish(root: Path, points: list, axes: dict[str, list], what: str) -> None:
             outcome = "reused"
         else:
             records = point.results
-            outcome = "failed" if not point.ok else (
-                "trained" if any(st == Outcome.RAN and s.startswith("train@")
-                                 for s, st in point.states.items()) else "restored")
+            states = point.states.items()
+            outcome = ("failed" if not point.ok else
+                       "trained" if any(st == Outcome.RAN and s.startswith("train@")
+                                        for s, st in states) else
+                       "restored" if any(st == Outcome.CACHED for _, st in states) else
+                       "up to date")  # the commit's own results: nothing to compute
         found.append({"name": point.name, "values": {k.removeprefix(experiment.FORCE): v
                                                      for k, v in point.overrides.items()},
                       "results": records, "outcome": outcome})

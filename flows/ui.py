@@ -7,6 +7,7 @@ report)."""
 from __future__ import annotations
 
 import contextlib
+import re
 import threading
 import time
 from collections import Counter
@@ -213,13 +214,14 @@ class Progress:
             self.done[stage] = 1.0
             self._update(force=True)
 
-    def line(self, line: str, unit: str) -> None:
-        """A line of the stage ``unit`` (its name in the plan); an epoch line
-        moves the bar, names the task run's epoch and adds to the task's curves."""
+    def line(self, line: str, unit: str, name: str) -> None:
+        """A line of the stage ``unit`` (its name in the plan) in the task run
+        ``name``; an epoch line moves the bar, puts the epoch in the task run's
+        name and adds to the task's curves (one artifact per task and point)."""
         found = parse_progress(line)
         if found is None:
             return
-        stage, task = found["stage"], found["stage"].partition("@")[2]
+        task = found["stage"].partition("@")[2]
         with self._lock:
             self.done[unit] = found["done"]
             self._update()
@@ -230,11 +232,13 @@ class Progress:
             from prefect.artifacts import create_table_artifact
             from prefect.runtime import task_run
 
-            create_table_artifact(rows, key=f"curves-{task.lower().replace('_', '-')}",
-                                  description=f"{task}: training loss and accuracy per epoch")
+            point = name.partition(" · ")[2]  # a sweep's point, if any
+            key = re.sub(r"[^a-z0-9-]+", "-", f"curves-{task}-{point}".lower()).strip("-")
+            create_table_artifact(rows, key=key, description=(
+                f"{task}{f' ({point})' if point else ''}: training loss and accuracy per epoch"))
             if run_id := task_run.get_id():
                 with get_client(sync_client=True) as client:
-                    client.set_task_run_name(run_id, f"{run_label(stage)} · seed "
+                    client.set_task_run_name(run_id, f"{name} · seed "
                                              f"{found['seed']}/{found['seeds']} · epoch "
                                              f"{found['epoch']}/{found['epochs']}")
 

@@ -13,6 +13,7 @@ import sys
 import time
 
 import pytest
+from prefect.client.orchestration import get_client
 from prefect.settings import PREFECT_API_URL
 
 from flows import sweep
@@ -94,6 +95,11 @@ def test_a_two_by_two_grid_is_four_experiments_computed_once(built, harness):
     summary = next((built.path / "data/sweeps").glob("*/summary.md")).read_text()
     assert "| learning_rate | epochs |" in summary and "Best: " in summary
     assert list((built.path / "data/sweeps").glob("*/sweep.png"))
+    # Each trained point's curves are an artifact of their own, not one key both overwrite.
+    with get_client(sync_client=True) as client:
+        keys = {a.key for a in client.read_latest_artifacts()}
+    assert {"curves-task1-learning-rate-0-01-epochs-2",
+            "curves-task1-learning-rate-0-05-epochs-2"} <= keys, keys
 
     # The same sweep again: every point reused, nothing trained, no new experiment.
     again = flow(built, "-S", f"{LR}=0.01,0.05", "-S", f"{EPOCHS}=1,2", "--tasks", "task1")
