@@ -134,3 +134,21 @@ def test_two_seeds_give_a_spread_for_every_task(tmp_path, mnist_npz):
         assert re.fullmatch(r"\d\.\d{4} ± \d\.\d{4}", cells[5]), row
         assert cells[8] in ("yes", "no")  # the notebook's figure: inside our range?
     assert "Over our 2 seeds the notebook's figure lies inside" in md
+
+
+def test_a_kind_changing_override_is_refused_unless_forced():
+    """`-S KEY=VALUE` that would replace task4_sgd's schedule by a number is
+    most likely a key one level short: refused, naming the key meant;
+    `-S ++KEY=VALUE` replaces it on purpose (a constant learning rate)."""
+    import yaml
+
+    from flows.experiment import with_overrides
+    from mnist_cnn.cli.checks import ParamsError
+    from tests.conftest import ROOT
+
+    data = yaml.safe_load((ROOT / "params.yaml").read_text())
+    key = "tasks.task4_sgd.optimizer.learning_rate"
+    with pytest.raises(ParamsError, match=re.escape(f"Did you mean {key}.initial_learning_rate?")):
+        with_overrides(yaml.safe_load((ROOT / "params.yaml").read_text()), {key: 0.05}, "p")
+    params = with_overrides(data, {f"++{key}": 0.05}, "p")
+    assert params.tasks["task4_sgd"].optimizer.learning_rate == 0.05
