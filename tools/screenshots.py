@@ -4,7 +4,7 @@ real flow runs on a throw-away copy of the project.
 
     python -m tools.screenshots [--project DIR] [--out docs/screenshots]
 
-Default: a small sandbox (tests/sandbox.py: 2,000 images, 1 epoch, one seed,
+Default: a small sandbox (tests/sandbox.py: 2,000 images, 1 epoch (task1 4), one seed,
 every task) built with `dvc repro`. With --project DIR: a `git clone` of DIR
 (its last commit) using DIR's DVC cache, so a fully built project is used as
 it is; DIR's workspace is not touched, but the retrained model and its
@@ -48,7 +48,7 @@ import urllib.request
 from pathlib import Path
 
 from flows.dvc_internals import load_yaml, modify_yaml
-from tests.sandbox import Project, default_mnist, make_project, project_env
+from tests.sandbox import Project, default_mnist, make_project, project_env, shrink
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY = ("tasks", "task1", "optimizer", "learning_rate")
@@ -103,7 +103,11 @@ def project_copy(work: Path, source: Path | None) -> Project:
     dest = work / "project"
     if source is None:
         dest.mkdir()
-        project = make_project(dest, default_mnist())
+        def task1_longer(data: dict) -> None:  # the progress shot waits for epoch 2
+            shrink(data)
+            data["tasks"]["task1"]["epochs"] = 4
+
+        project = make_project(dest, default_mnist(), task1_longer)
         print("dvc repro (small sandbox) ...", flush=True)
         project.dvc("repro")
         return project
