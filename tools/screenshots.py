@@ -4,7 +4,7 @@ real flow runs on a throw-away copy of the project.
 
     python -m tools.screenshots [--project DIR] [--out docs/screenshots]
 
-Default: a small sandbox (tests/sandbox.py: 2,000 images, 1 epoch (task1 4), one seed,
+Default: a small sandbox (tests/sandbox.py: 2,000 images, 1 epoch (task1 60), one seed,
 every task) built with `dvc repro`. With --project DIR: a `git clone` of DIR
 (its last commit) using DIR's DVC cache, so a fully built project is used as
 it is; DIR's workspace is not touched, but the retrained model and its
@@ -105,7 +105,7 @@ def project_copy(work: Path, source: Path | None) -> Project:
         dest.mkdir()
         def task1_longer(data: dict) -> None:  # the progress shot waits for epoch 2
             shrink(data)
-            data["tasks"]["task1"]["epochs"] = 4
+            data["tasks"]["task1"]["epochs"] = 60  # (an epoch of 2,000 images is under a second)
 
         project = make_project(dest, default_mnist(), task1_longer)
         print("dvc repro (small sandbox) ...", flush=True)
@@ -128,8 +128,11 @@ def run_flow(project: Project, api: str, home: Path, label: str, wait: bool = Tr
     env = {**project.env, "PREFECT_API_URL": api, "PREFECT_HOME": str(home)}
     cmd = [sys.executable, "-c", code] if code else [sys.executable, "-m", "flows.pipeline"]
     if not wait:
-        return subprocess.Popen(cmd, cwd=project.path, env=env, text=True,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        with open(home.parent / "flow.log", "w") as log:  # said if it ends before its shot
+            proc = subprocess.Popen(cmd, cwd=project.path, env=env, text=True,
+                                    stdout=log, stderr=subprocess.STDOUT)
+        proc.log = home.parent / "flow.log"
+        return proc
     proc = subprocess.run(cmd, cwd=project.path, env=env, text=True, capture_output=True)
     if proc.returncode != 0 and not code:
         raise RuntimeError(f"flow run ({label}) exited {proc.returncode}:\n"
@@ -223,7 +226,8 @@ def main(argv: list[str] | None = None) -> int:
             deadline = time.monotonic() + 1800
             while (live := training(api)) is None:
                 if changing.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("task1 did not reach its second epoch")
+                    raise RuntimeError("task1 did not reach its second epoch:\n"
+                                       + changing.log.read_text()[-3000:])
                 time.sleep(1)
             run = f"{ui}/v2/runs/flow-run/{{}}?tab={{}}"
             screenshot(run.format(live["id"], "TaskRuns"), (args.out / "flow-run-progress.png")
