@@ -181,7 +181,12 @@ def test_the_first_signal_stops_a_flow_waiting_on_dask(built, harness, scheduler
     time.sleep(1)
     os.kill(flow.pid, sig)  # once, the flow's process alone
     started = time.monotonic()
-    out = finish(flow, timeout=60)
+    try:
+        out = finish(flow, timeout=60)
+    except subprocess.TimeoutExpired:  # say where it waited, then do not leave it running
+        os.killpg(flow.pid, signal.SIGKILL)
+        flow.wait(timeout=30)
+        pytest.fail(f"the flow ignored one {sig.name} for 60 s:\n{flow.log.read_text()[-6000:]}")
     assert flow.returncode != 0 and time.monotonic() - started < 30, out
     assert "train@task1" in built.dvc("status").stdout
 
