@@ -37,6 +37,7 @@ import contextlib
 import html
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -149,7 +150,8 @@ def training(api: str) -> dict | None:
     if not latest:
         return None
     runs = api_post(api, "/task_runs/filter", {"flow_runs": {"id": {"any_": [latest[0]["id"]]}}})
-    return latest[0] if any("· epoch 2/" in r["name"] for r in runs) else None
+    # Any epoch past the first: with epochs under a second, epoch 2 itself may pass unseen.
+    return latest[0] if any(re.search(r"· epoch (?!1/)\d+/", r["name"]) for r in runs) else None
 
 
 def api_post(api: str, path: str, body: dict):
