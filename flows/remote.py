@@ -181,8 +181,6 @@ class DaskDispatcher:
             future = self.client.submit(_execute_on_worker, request, topic, pure=False,
                                         key=f"{request.stage}-{topic}")
             _SENT[topic] = (Event(topic, client=self.client), future)
-            if _STOPPING.is_set():  # stopped while it was being sent: stop_sent missed it
-                stop_sent()
             return self._wait(future, request.stage)
         except KilledWorker as exc:
             raise StageFailed(f"{request.stage}: its worker was lost and Dask gave up "
@@ -203,8 +201,8 @@ class DaskDispatcher:
                 return future.result(timeout=self.POLL_S)
             except TimeoutError:
                 pass
-            if _STOPPING.is_set():
-                future.cancel()
+            if _STOPPING.is_set():  # also one sent after stop_sent ran: stopped now
+                stop_sent()
                 raise StageFailed(f"{stage}: stopped; nothing was recorded for it")
             try:
                 workers = self.client.nthreads()
