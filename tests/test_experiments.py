@@ -140,15 +140,13 @@ def test_a_kind_changing_override_is_refused_unless_forced():
     """`-S KEY=VALUE` that would replace task4_sgd's schedule by a number is
     most likely a key one level short: refused, naming the key meant;
     `-S ++KEY=VALUE` replaces it on purpose (a constant learning rate)."""
-    import yaml
-
     from flows.experiment import with_overrides
-    from mnist_cnn.cli.checks import ParamsError
+    from mnist_cnn.cli.checks import ParamsError, read_params
     from tests.conftest import ROOT
 
-    data = yaml.safe_load((ROOT / "params.yaml").read_text())
+    data = read_params(ROOT / "params.yaml")
     key = "tasks.task4_sgd.optimizer.learning_rate"
     with pytest.raises(ParamsError, match=re.escape(f"Did you mean {key}.initial_learning_rate?")):
-        with_overrides(yaml.safe_load((ROOT / "params.yaml").read_text()), {key: 0.05}, "p")
+        with_overrides(read_params(ROOT / "params.yaml"), {key: 0.05}, "p")
     params = with_overrides(data, {f"++{key}": 0.05}, "p")
     assert params.tasks["task4_sgd"].optimizer.learning_rate == 0.05
