@@ -7,6 +7,7 @@ import base64
 import json
 import re
 import sys
+import time
 
 import pytest
 
@@ -71,6 +72,37 @@ def test_two_experiments_side_by_side(built):
     loss = plots["Training loss per epoch"][0]["content"]["data"]["values"]
     assert {v["rev"] for v in loss} == {"lr-005", "lr-002"}
     assert {v["task"] for v in loss} == set(TASKS)
+
+
+def test_dvc_queue_completes_every_point_with_its_own_lock(built):
+    """DVC's own sweep (README, "Sweep"): `dvc exp run --queue -S` then `dvc
+    queue start -j 2` runs both points at once in temporary workspaces; the
+    stage lock and guards must not make either fail, and each experiment's
+    dvc.lock must be the one its params and code give (nothing left stale)."""
+    built.dvc("exp", "run", "--queue", "-S", f"{LR}=0.05,0.02")
+    built.dvc("queue", "start", "-j", "2")
+    deadline = time.monotonic() + 900
+    while re.search(r"\b(Running|Queued)\b", status := built.dvc("queue", "status").stdout):
+        assert time.monotonic() < deadline, status
+        time.sleep(2)
+    failed = [line.split()[0] for line in status.splitlines() if "Failed" in line]
+    assert not failed, status + "".join(
+        built.dvc("queue", "logs", task, check=False).stdout for task in failed)
+
+    show = json.loads(built.dvc("exp", "show", "--json").stdout)
+    base = show[1]["data"]["metrics"]["data/metrics.json"]["data"]
+    exps = {e["revs"][0]["data"]["params"]["params.yaml"]["data"]["tasks"]["task1"]
+            ["optimizer"]["learning_rate"]: e for e in show[1]["experiments"]}
+    assert set(exps) == {0.05, 0.02}, status
+    metrics = {lr: e["revs"][0]["data"]["metrics"]["data/metrics.json"]["data"]
+               for lr, e in exps.items()}
+    assert metrics[0.05]["task1"] != metrics[0.02]["task1"]
+    for task in set(TASKS) - {"task1"}:  # shared stages: the baseline's, untouched
+        assert metrics[0.05][task] == metrics[0.02][task] == base[task]
+    for e in exps.values():
+        built.dvc("exp", "apply", e["name"])
+        assert "up to date" in built.dvc("status").stdout.lower()
+        assert ran(built.dvc("repro").stdout) == set()
 
 
 def test_overrides_are_checked_against_the_commit_the_experiment_runs(built):

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 
+import psutil
 import pytest
 from prefect import get_client
 from prefect.client.schemas.filters import (
@@ -26,7 +27,7 @@ from prefect.settings import PREFECT_API_URL
 from flows.pipeline import pipeline
 from flows.ui import RESULTS_KEY
 from mnist_cnn.metrics import METRICS, PRIMARY
-from tests.conftest import TASKS, stage_of
+from tests.conftest import TASKS, stage_of, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -63,6 +64,28 @@ def logs_of(task_run, complete, timeout: float = 30) -> list[str]:
         if complete(lines) or time.monotonic() > deadline:
             return lines
         time.sleep(0.5)
+
+
+def timeline(*runs) -> str:
+    """When each flow run was asked for, started and ended: what a run that
+    ended late waited on."""
+    return "\n".join(f"{r.name}: {r.state.name} {r.state.message!r}; asked "
+                     f"{r.created:%H:%M:%S}, started {r.start_time and f'{r.start_time:%H:%M:%S}'}"
+                     f", ended {r.end_time and f'{r.end_time:%H:%M:%S}'}" for r in runs)
+
+
+def runs_of(server: subprocess.Popen) -> list[str]:
+    """The served process's children other than multiprocessing's resource
+    tracker, which lives as long as it does."""
+    runs = []
+    for child in psutil.Process(server.pid).children():
+        try:
+            command = " ".join(child.cmdline())
+        except psutil.Error:  # exited, not yet reaped
+            command = "(exited)"
+        if "multiprocessing.resource_tracker" not in command:
+            runs.append(f"{child.pid} {command}")
+    return runs
 
 
 def deployed(name: str) -> bool:
@@ -215,7 +238,7 @@ def test_a_running_study_shows_its_progress(built, harness):
     import os
     import signal
 
-    from tests.conftest import start, wait_for
+    from tests.conftest import start
 
     built.edit_params(lambda d: d["tasks"]["task1"].update(epochs=8))
     built.env = {**built.env, "PREFECT_API_URL": PREFECT_API_URL.value()}
@@ -278,6 +301,13 @@ def test_a_run_started_from_the_deployment_becomes_an_experiment(built, harness)
             "tasks": ["task1"]})
         too_big = run_deployment("mnist-cnn-study/study", timeout=300, parameters={
             "sweep": {"tasks.task1.epochs": [1, 2, 3, 4], "seed": [1, 2, 3, 4, 5]}})
+        # Stopped once its last run's process is gone, as a user stops it when
+        # nothing runs: Prefect 3.9.1's runner, stopped in the second between a
+        # run's final state and the run's receipt for it, marks it Cancelled.
+        try:
+            wait_for(lambda: not runs_of(server), timeout=120, interval=0.2)
+        except AssertionError:
+            raise AssertionError(f"the served process still runs: {runs_of(server)}") from None
     finally:
         server.terminate()
         server.wait(timeout=60)
@@ -314,7 +344,7 @@ def test_a_run_started_from_the_deployment_becomes_an_experiment(built, harness)
     lrs = {e["revs"][0]["data"]["params"]["params.yaml"]["data"]["tasks"]["task1"][
         "optimizer"]["learning_rate"] for row in after for e in row.get("experiments") or []}
     assert lrs == {0.05, 0.07}
-    assert too_big.state.is_failed()
+    assert too_big.state.is_failed(), timeline(final, refused, elsewhere, swept, too_big)
     assert "the sweep has 20 points, more than --max-points 16" in too_big.state.message
 
 
